@@ -1,0 +1,25 @@
+"""Shared test fixtures: where the read-only reference data lives (../shared by default)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GHN_SWEEP_SHARED", REPO.parent / "shared"))
+REFERENCE_DIR = Path(os.environ.get("GHN2_REFERENCE_DIR", SHARED / "ghn2" / "reference"))
+CIFAR_JPEG_DIR = Path(os.environ.get("CIFAR10_JPEG_DIR", SHARED / "data" / "cifar10-jpeg"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"GHN-2 reference data not found at {REFERENCE_DIR} (set GHN2_REFERENCE_DIR)")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def cifar_jpeg_dir() -> Path:
+    if not CIFAR_JPEG_DIR.is_dir():
+        pytest.skip(f"CIFAR-10 ImageFolder tree not found at {CIFAR_JPEG_DIR} (set CIFAR10_JPEG_DIR)")
+    return CIFAR_JPEG_DIR
