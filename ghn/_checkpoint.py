@@ -1,0 +1,137 @@
+"""Find, download and load official GHN-2 checkpoints (SPEC §1), refusing anything else."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from ghn._model import GHN2, GHN2Config, expected_state_shapes
+
+log = logging.getLogger(__name__)
+
+# The official files, in the checkpoints/ folder of facebookresearch/ppuda.
+CHECKPOINT_URLS = {
+    "ghn2-imagenet": "https://github.com/facebookresearch/ppuda/raw/main/checkpoints/ghn2_imagenet.pt",
+    "ghn2-cifar10": "https://github.com/facebookresearch/ppuda/raw/main/checkpoints/ghn2_cifar10.pt",
+}
+# What ppuda assumes for keys a checkpoint's config leaves out; only GHN-2's values are accepted.
+_CONFIG_DEFAULTS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": False, "ve": False,
+                    "layernorm": False, "hid": 32}
+_GHN2_SETTINGS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": True, "ve": True,
+                  "layernorm": True, "hid": 32}
+
+
+def cache_dir() -> Path:
+    """The user cache of ghn-sweep: $GHN_SWEEP_CACHE, else ~/.cache/ghn-sweep."""
+    return Path(os.environ.get("GHN_SWEEP_CACHE", Path.home() / ".cache" / "ghn-sweep"))
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A local path as is; a known name downloaded once into the cache (atomically)."""
+    key = str(name_or_path)
+    if key not in CHECKPOINT_URLS:
+        path = Path(key).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"GHN checkpoint {key!r} is neither a file nor a known name "
+                f"({', '.join(CHECKPOINT_URLS)})"
+            )
+        return path
+    url = CHECKPOINT_URLS[key]
+    target = cache_dir() / "checkpoints" / url.rsplit("/", 1)[1]
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not target.is_file():
+            _download(url, target, key)
+    return target
+
+
+def _download(url: str, target: Path, name: str) -> None:
+    log.info("downloading %s from %s", name, url)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"could not download GHN checkpoint {name!r} from {url} ({e}). On a machine without "
+            f"network access, download that file elsewhere and put it at {target}, "
+            "or pass a local path instead of the name."
+        ) from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> GHN2:
+    """Load a GHN-2 from an official checkpoint name ('ghn2-imagenet', 'ghn2-cifar10') or file."""
+    path = resolve_checkpoint(name_or_path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} needs arbitrary unpickling to load, which is refused for safety: a GHN-2 "
+            f"checkpoint holds only tensors, numbers and strings ({str(e).splitlines()[0]})"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint: {e}") from e
+    config = _check_config(ckpt, path)
+    state = ckpt["state_dict"]
+    _check_state(state, config, path)
+    ghn = GHN2(config)
+    ghn.load_state_dict(state, strict=True)
+    ghn.checkpoint_id = f"{path.stem}-{_sha256(path)[:12]}"
+    return ghn.to(device).eval()
+
+
+def _check_config(ckpt, path: Path) -> GHN2Config:
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path} is not a GHN checkpoint: expected a dict with 'state_dict' "
+                         "and 'config'")
+    config = {**_CONFIG_DEFAULTS, **ckpt["config"]}
+    wrong = {k: config[k] for k, v in _GHN2_SETTINGS.items() if config[k] != v}
+    if wrong:
+        raise ValueError(f"{path} is not a GHN-2 checkpoint: config has {wrong}, "
+                         f"GHN-2 needs {dict((k, _GHN2_SETTINGS[k]) for k in wrong)}")
+    try:
+        return GHN2Config(max_shape=tuple(int(d) for d in config["max_shape"]),
+                          num_classes=int(config["num_classes"]), hid=int(config["hid"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} has an invalid GHN-2 config {ckpt['config']}: {e}") from e
+
+
+def _check_state(state, config: GHN2Config, path: Path) -> None:
+    expected = expected_state_shapes(config)
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})"
+                 for k in expected if k in state and state[k].shape != expected[k]]
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"misshaped: {'; '.join(misshaped)}")
+    if problems:
+        raise ValueError(f"{path} does not match the GHN-2 layout: {'. '.join(problems)}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
