@@ -91,6 +91,15 @@ def cached_graph(ghn: GHN2, model: nn.Module, input_size: tuple[int, int, int]) 
     return graph
 
 
+def _cached(ghn: GHN2, graph: Graph, what: str, make):
+    """Per-graph derived data, kept with the graph in the GHN's cache."""
+    extras = ghn.__dict__.setdefault("_graph_extras", {})
+    key = (id(graph), what)
+    if key not in extras or extras[key][0] is not graph:
+        extras[key] = (graph, make(graph))
+    return extras[key][1]
+
+
 def embed_nodes(ghn: GHN2, graph: Graph) -> torch.Tensor:
     """Final node embeddings y (N x 32): shape encoding, GatedGNN, layer norm."""
     device = ghn.embed.weight.device
@@ -99,45 +108,63 @@ def embed_nodes(ghn: GHN2, graph: Graph) -> torch.Tensor:
     ch, sp = ghn.shape_enc.embed_channel.weight, ghn.shape_enc.embed_spatial.weight
     x = ghn.embed.weight[ops] + torch.cat([ch[ind[:, 0]], ch[ind[:, 1]], sp[ind[:, 2]],
                                            sp[ind[:, 3]]], 1)
-    h = _propagate(ghn, graph, x)
+    h = _propagate(ghn, _cached(ghn, graph, "schedule", message_schedule), x)
     return ghn.ln(h)
 
 
-def _messages_fn(ghn: GHN2):
-    """h -> [phi(h), psi(h)] in two matmuls (the two MLPs side by side, block-diagonal)."""
-    a, b = ghn.gnn.mlp.fc, ghn.gnn.mlp_ve.fc
-    w1 = torch.cat([a[0].weight, b[0].weight])
-    b1 = torch.cat([a[0].bias, b[0].bias])
-    w2 = torch.block_diag(a[2].weight, b[2].weight)
-    b2 = torch.cat([a[2].bias, b[2].bias])
-    return lambda h: F.relu(F.linear(F.relu(F.linear(h, w1, b1)), w2, b2))
+@dataclass(frozen=True)
+class _Step:
+    """One topological level of a sweep: which nodes, and their message coefficients."""
+
+    nodes: slice | torch.Tensor  # a slice when the level's nodes are numbered contiguously
+    coef: torch.Tensor  # (len(nodes), 2N): weights of [phi(h_u), psi(h_u)] rows, interleaved
 
 
-def _propagate(ghn: GHN2, graph: Graph, h: torch.Tensor) -> torch.Tensor:
-    """GatedGNN, one round of a forward and a backward sweep, a topological level at a time."""
-    n, hid = h.shape
-    u, v, hops = graph.edges.to(h.device).unbind(1)
-    one = (hops == 1).to(h.dtype)
-    messages, gru = _messages_fn(ghn), ghn.gnn.gru
-    h = h.clone()
+def message_schedule(graph: Graph) -> tuple[list[_Step], list[_Step]]:
+    """The forward and backward sweeps of SPEC §4 as level-by-level steps (cached per graph).
+
+    m_v = sum_{(u,v,1)} phi(h_u) + sum_{(u,v,d)} psi(h_u) / d; in the backward sweep the
+    edges are reversed. Messages are read from a (2N, 32) table of [phi(h_u); psi(h_u)] rows.
+    """
+    n = graph.n_nodes
+    u, v, hops = graph.edges.unbind(1)
+    sweeps = []
     for src, dst, levels in ((u, v, graph.levels), (v, u, graph.levels_rev)):
-        # m[dst] = sum over edges of phi(h[src]) (1-hop only) + psi(h[src]) / hops
-        coef = torch.zeros(n, 2 * n, dtype=h.dtype, device=h.device)
-        coef[dst, src] = one
-        coef[dst, n + src] = 1.0 / hops.to(h.dtype)
-        stacked = torch.zeros(2 * n, hid, dtype=h.dtype, device=h.device)
-        for idx in _level_groups(levels, h.device):
-            h_new = gru(coef[idx] @ stacked, h[idx])
-            h[idx] = h_new
-            out = messages(h_new)
-            stacked[idx], stacked[idx + n] = out[:, :hid], out[:, hid:]
+        coef = torch.zeros(n, 2 * n)
+        coef[dst, 2 * src] = (hops == 1).float()
+        coef[dst, 2 * src + 1] = 1.0 / hops.float()
+        steps = []
+        order = torch.argsort(levels, stable=True)
+        for group in torch.split(order, torch.bincount(levels).tolist()):
+            if not len(group):
+                continue
+            lo, hi = int(group[0]), int(group[-1]) + 1
+            nodes = slice(lo, hi) if hi - lo == len(group) else group
+            steps.append(_Step(nodes, coef[nodes].contiguous()))
+        sweeps.append(steps)
+    return sweeps[0], sweeps[1]
+
+
+def _propagate(ghn: GHN2, schedule, h: torch.Tensor) -> torch.Tensor:
+    """GatedGNN (T=1): a forward then a backward sweep, one topological level at a time."""
+    n, hid = h.shape
+    a, b, gru = ghn.gnn.mlp.fc, ghn.gnn.mlp_ve.fc, ghn.gnn.gru
+    # phi and psi side by side: h -> [phi(h), psi(h)] in two matmuls.
+    w1 = torch.cat([a[0].weight, b[0].weight]).t().contiguous()
+    b1 = torch.cat([a[0].bias, b[0].bias])
+    w2 = torch.block_diag(a[2].weight, b[2].weight).t().contiguous()
+    b2 = torch.cat([a[2].bias, b[2].bias])
+    h = h.clone()
+    for steps in schedule:
+        table = torch.zeros(n, 2 * hid, dtype=h.dtype, device=h.device)
+        flat = table.view(2 * n, hid)
+        for step in steps:
+            m = step.coef.to(h.device) @ flat
+            h_new = torch.gru_cell(m, h[step.nodes], gru.weight_ih, gru.weight_hh,
+                                   gru.bias_ih, gru.bias_hh)
+            h[step.nodes] = h_new
+            table[step.nodes] = torch.addmm(b2, torch.addmm(b1, h_new, w1).relu_(), w2).relu_()
     return h
-
-
-def _level_groups(levels: torch.Tensor, device) -> list[torch.Tensor]:
-    order = torch.argsort(levels, stable=True)
-    counts = torch.bincount(levels).tolist()
-    return [g.to(device) for g in torch.split(order, counts) if len(g)]
 
 
 # ---- decoding -----------------------------------------------------------------------------
@@ -226,8 +253,8 @@ def _decode_weights(ghn, y, targets, params):
         for t, block in zip(group, blocks):
             shape = params[t.name].shape
             if is_cls:
-                w, b = ghn.decoder.class_layer_predictor[1].weight, ghn.decoder.class_layer_predictor[1].bias
-                block = w.flatten(1) @ F.relu(block[:, :, 0, 0]) + b[:, None]
+                head = ghn.decoder.class_layer_predictor[1]
+                block = head.weight.flatten(1) @ F.relu(block[:, :, 0, 0]) + head.bias[:, None]
             else:
                 block = _spatial_tile(block, shape)
             yield t, block * math.sqrt(_gain(shape) / math.prod(shape[1:]))

@@ -1,9 +1,10 @@
 """Trace a model into GHN-2's raw computation graph without computing anything (SPEC §2.1).
 
 ppuda runs a real forward pass on a random image, which costs time, consumes the global RNG and,
-in train mode, rewrites every BatchNorm's running statistics. We run the same forward on *meta*
-tensors through `torch.func.functional_call`: autograd records the same graph, no arithmetic is
-done, and the model's own parameters, buffers and the RNG are never touched.
+in train mode, rewrites every BatchNorm's running statistics. We run the same forward on a batch
+of *zero* images: autograd records the same graph, no arithmetic is done (meta tensors would do
+too, but their Python decompositions are 30x slower), and neither the model's parameters and
+buffers nor the RNG are touched.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -62,48 +64,83 @@ def default_input_size(model: nn.Module) -> tuple[int, int, int]:
     return (3, int(size), int(size))
 
 
-def _meta_forward(model: nn.Module, input_size: tuple[int, int, int]):
-    """Run the model on meta tensors; returns (output grad_fn, meta tensor id -> registry entry)."""
+class _BatchNormStandIn(torch.autograd.Function):
+    """One autograd node fed by (input, weight, bias), as a real BatchNorm records.
+
+    On an empty batch ATen's batch_norm takes a shortcut made of clone, select, mul and add
+    nodes, which would change the graph; this stand-in records what a real batch would.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        return torch.empty_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # never called: the trace does not run backward
+        raise NotImplementedError
+
+
+class _TraceMode(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.batch_norm:
+            x, weight, bias = args[0], kwargs.get("weight"), kwargs.get("bias")
+            if len(args) > 3:
+                weight = args[3]
+            if len(args) > 4:
+                bias = args[4]
+            return _BatchNormStandIn.apply(x, weight, bias)
+        return func(*args, **kwargs)
+
+
+def _empty_forward(model: nn.Module, input_size: tuple[int, int, int]):
+    """Run the model on a batch of zero images; returns (output grad_fn, registry).
+
+    Every op still runs, so autograd records the whole graph, but there is nothing to compute.
+    Buffers are swapped for copies (a train-mode BatchNorm would update them), parameters are
+    made to require grad for the trace only, and the RNG state is restored afterwards.
+    """
     registry = parameter_registry(model)
-    meta_of: dict[int, torch.Tensor] = {}
-    state: dict[str, torch.Tensor] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) not in meta_of:
-            meta_of[id(p)] = torch.empty_like(p, device="meta").requires_grad_(True)
-        state[name] = meta_of[id(p)]
-    for name, b in model.named_buffers(remove_duplicate=False):
-        state[name] = torch.empty_like(b, device="meta") if b is not None else b
-    # Batch of 2, not 1: a train-mode BatchNorm on a 1x1 map refuses a batch of one.
-    x = torch.empty(2, *input_size, device="meta")
-    with torch.enable_grad():
-        out = torch.func.functional_call(model, state, (x,), tie_weights=True, strict=False)
+    params = [p for p in model.parameters() if not p.requires_grad]
+    buffers = {n: b.clone() for n, b in model.named_buffers(remove_duplicate=False)}
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    x = torch.empty(0, *input_size, device=device)
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with torch.enable_grad(), _TraceMode():
+                out = torch.func.functional_call(model, buffers, (x,), strict=False)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
     if isinstance(out, (tuple, list)):
         out = out[0]
     if not isinstance(out, torch.Tensor) or out.grad_fn is None:
         raise ValueError(f"{type(model).__name__}'s output does not depend on its parameters")
-    by_meta = {id(meta_of[pid]): entry for pid, entry in registry.items() if pid in meta_of}
-    return out.grad_fn, by_meta
+    return out.grad_fn, registry
 
 
 def trace(model: nn.Module, input_size: tuple[int, int, int]) -> RawGraph:
     """The autograd graph of `model` as GHN-2 nodes and edges, in ppuda's creation order."""
     try:
-        root, by_meta = _meta_forward(model, input_size)
+        root, registry = _empty_forward(model, input_size)
     except (RuntimeError, ValueError, NotImplementedError, TypeError, IndexError) as e:
         raise ValueError(
             f"cannot trace {type(model).__name__} at input size {input_size}: {e}. If the model "
             "needs another input size, set model.expected_input_sz (an int or (C, H, W))."
         ) from e
-    return _walk(root, by_meta)
+    return _walk(root, registry)
 
 
-def _leaves(fn, by_meta) -> list[tuple[object, str, nn.Module]]:
+def _leaves(fn, registry) -> list[tuple[object, str, nn.Module]]:
     """The (AccumulateGrad, name) children of `fn` that are parameters of recognised modules."""
     leaves = []
     for child, _ in fn.next_functions:
         if child is None or type(child).__name__ != "AccumulateGrad":
             continue
-        entry = by_meta.get(id(child.variable))
+        entry = registry.get(id(child.variable))
         if entry is None:
             raise ValueError("a leaf tensor that requires grad is not a parameter of the model")
         name, module = entry
@@ -113,10 +150,10 @@ def _leaves(fn, by_meta) -> list[tuple[object, str, nn.Module]]:
     return leaves
 
 
-def _open(fn, graph: RawGraph, record: dict, by_meta) -> int:
+def _open(fn, graph: RawGraph, record: dict, registry) -> int:
     """Create the node(s) of autograd function `fn`; returns its *first* node."""
     label = type(fn).__name__
-    leaves = _leaves(fn, by_meta)
+    leaves = _leaves(fn, registry)
     if not leaves:
         saved = {"keepdim": getattr(fn, "_saved_keepdim", None),
                  "kernel_size": getattr(fn, "_saved_kernel_size", None)}
@@ -137,11 +174,11 @@ def _link(graph: RawGraph, first: int, child: tuple[int | None, str]) -> None:
         graph.edges.add((first, j) if "bias" in label else (j, first))
 
 
-def _walk(root, by_meta) -> RawGraph:
+def _walk(root, registry) -> RawGraph:
     """ppuda's recursive depth-first walk, run with an explicit stack (no recursion limit)."""
     graph = RawGraph()
     record: dict = {}
-    stack = [(root, _open(root, graph, record, by_meta), iter(root.next_functions))]
+    stack = [(root, _open(root, graph, record, registry), iter(root.next_functions))]
     while stack:
         fn, first, children = stack[-1]
         for child, _ in children:
@@ -153,7 +190,7 @@ def _walk(root, by_meta) -> RawGraph:
             if type(child).__name__ == "AccumulateGrad":
                 record[child] = (None, "AccumulateGrad")
                 continue
-            stack.append((child, _open(child, graph, record, by_meta),
+            stack.append((child, _open(child, graph, record, registry),
                           iter(child.next_functions)))
             break
         else:
