@@ -1,0 +1,33 @@
+"""One trial: data on the device, GHN / random / pretrained init, post-processing, training loop.
+
+    from trainable import get_recipe, train
+    metrics = train(get_recipe("smoke", **{"data.dataset": "/path/to/cifar10-jpeg"}))
+
+Under Ray Tune, use ``trainable.run_trial`` (a function trainable taking a flat dotted config).
+"""
+
+from typing import Any
+
+from trainable._config import RECIPES, DataConfig, OptimConfig, TrialConfig, get_recipe
+from trainable._loop import METRICS, fit, train
+
+__all__ = [
+    "METRICS",
+    "RECIPES",
+    "DataConfig",
+    "OptimConfig",
+    "TrialConfig",
+    "fit",
+    "get_recipe",
+    "run_trial",
+    "train",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that `import trainable` (and plain `train`) never needs Ray.
+    if name == "run_trial":
+        from trainable._ray import run_trial
+
+        return run_trial
+    raise AttributeError(f"module 'trainable' has no attribute {name!r}")

@@ -1,0 +1,175 @@
+"""Data on the device: decode once into uint8 tensors, split per class, augment whole batches.
+
+100-shot CIFAR is 3 MB and full CIFAR-10 150 MB as uint8, so everything stays on the training
+device and an epoch is a ``randperm`` plus one gather per batch (random 4-pixel-padded crop and
+horizontal flip folded into the gather indices): no per-image Python work, no DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ._cache import cache_dir, cache_key, cached_torch
+from ._config import DataConfig
+
+_logger = logging.getLogger(__name__)
+
+PAD = 4  # pixels of zero padding for the random crop (the usual CIFAR augmentation)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+@dataclass
+class Splits:
+    """uint8 NHWC images and int64 labels on one device; ``train_x`` is stored padded by PAD."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: torch.Tensor  # (1, C, 1, 1) float, of the training images, in [0, 1] units
+    std: torch.Tensor
+    num_classes: int
+
+
+def load_splits(cfg: DataConfig, device: torch.device) -> Splits:
+    """Decoded dataset (cached on disk) -> seeded per-class shots / val / test on ``device``."""
+    raw = _decoded(cfg)
+    g = torch.Generator().manual_seed(cfg.split_seed)
+    val_idx, train_idx = _per_class(raw["train_y"], g, cfg.val_per_class, cfg.n_shots, "train")
+    test_idx = _per_class(raw["test_y"], g, 0, cfg.test_per_class, "test")[1]
+    train_x = raw["train_x"][train_idx]
+    as_float = train_x.float().div_(255)
+    mean = as_float.mean(dim=(0, 1, 2)).view(1, -1, 1, 1)
+    std = as_float.std(dim=(0, 1, 2)).view(1, -1, 1, 1)
+    padded = F.pad(train_x, (0, 0, PAD, PAD, PAD, PAD))  # NHWC: pad H and W, not C
+    splits = Splits(
+        train_x=padded, train_y=raw["train_y"][train_idx],
+        val_x=raw["train_x"][val_idx], val_y=raw["train_y"][val_idx],
+        test_x=raw["test_x"][test_idx], test_y=raw["test_y"][test_idx],
+        mean=mean, std=std, num_classes=len(raw["classes"]),
+    )
+    for name, value in vars(splits).items():
+        if isinstance(value, torch.Tensor):
+            setattr(splits, name, value.to(device))
+    _logger.info("data %s: %d train / %d val / %d test images, %d classes", cfg.dataset,
+                 len(train_idx), len(val_idx), len(test_idx), splits.num_classes)
+    return splits
+
+
+def _per_class(
+    labels: torch.Tensor, g: torch.Generator, first: int, second: int | None, split: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, a seeded shuffle cut into ``first`` then ``second`` (None: the rest) indices."""
+    a, b = [], []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        need = first + (second or 0)
+        if len(idx) < need or len(idx) <= first:
+            raise ValueError(f"data: class {c} has {len(idx)} {split} images, needs {need}")
+        a.append(idx[:first])
+        b.append(idx[first:] if second is None else idx[first:need])
+    return torch.cat(a), torch.cat(b)
+
+
+def _decoded(cfg: DataConfig) -> dict:
+    """The whole dataset as uint8 NHWC tensors, decoded once per node and cached on disk."""
+    if cfg.dataset in ("cifar10", "cifar100"):
+        root = Path(cfg.root) if cfg.root else cache_dir() / "data"
+        key = cache_key(dataset=cfg.dataset)
+        return cached_torch("datasets", key, lambda: _torchvision_cifar(cfg.dataset, root))
+    path = Path(cfg.dataset).expanduser().resolve()
+    if not (path / "train").is_dir() or not (path / "test").is_dir():
+        raise ValueError(f"data.dataset: expected cifar10, cifar100 or a folder with train/ and "
+                         f"test/ subfolders, got {cfg.dataset!r}")
+    files = sorted(path.glob("*/*/*"))
+    # The key changes when files are added, removed or touched.
+    stamp = (len(files), max((f.stat().st_mtime_ns for f in files), default=0))
+    key = cache_key(dataset=str(path), stamp=stamp)
+    return cached_torch("datasets", key, lambda: _image_folder(path))
+
+
+def _torchvision_cifar(name: str, root: Path) -> dict:
+    """Download (under a lock, once per node) and convert torchvision's CIFAR arrays."""
+    from filelock import FileLock
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{name}.lock")):
+        train, test = cls(root, train=True, download=True), cls(root, train=False, download=True)
+    return {
+        "train_x": torch.from_numpy(train.data), "train_y": torch.tensor(train.targets),
+        "test_x": torch.from_numpy(test.data), "test_y": torch.tensor(test.targets),
+        "classes": list(train.classes),
+    }
+
+
+def _image_folder(path: Path) -> dict:
+    """Decode an ImageFolder tree (class subfolders under train/ and test/) into uint8 NHWC."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    classes = sorted(d.name for d in (path / "train").iterdir() if d.is_dir())
+    out: dict = {"classes": classes}
+    for split in ("train", "test"):
+        images, labels = [], []
+        for label, name in enumerate(classes):
+            for f in sorted((path / split / name).iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(decode_image(read_file(str(f)), mode=ImageReadMode.RGB))
+                    labels.append(label)
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"data.dataset: images in {path / split} differ in size: {shapes}")
+        out[f"{split}_x"] = torch.stack(images).permute(0, 2, 3, 1).contiguous()
+        out[f"{split}_y"] = torch.tensor(labels)
+    _logger.info("decoded %s: %d train, %d test images", path, len(out["train_y"]),
+                 len(out["test_y"]))
+    return out
+
+
+def to_input(x: torch.Tensor, splits: Splits, size: int, channels_last: bool) -> torch.Tensor:
+    """uint8 NHWC batch -> normalised float NCHW at ``size`` (resized on the device if needed)."""
+    x = x.permute(0, 3, 1, 2).float().div_(255).sub_(splits.mean).div_(splits.std)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
+
+def train_batches(
+    splits: Splits, batch_size: int, g: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of augmented uint8 NHWC batches: shuffled, random crop + flip in one gather."""
+    x, y = splits.train_x, splits.train_y
+    n, h, w = len(y), x.shape[1] - 2 * PAD, x.shape[2] - 2 * PAD
+    dev = x.device
+    order = torch.randperm(n, generator=g, device=dev)
+    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=g, device=dev)
+    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=g, device=dev)
+    flip = torch.rand(n, generator=g, device=dev) < 0.5
+    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size]
+        if len(idx) < 2 and n >= 2:
+            break  # a batch of one breaks BatchNorm; drop it (it is at most one image an epoch)
+        b = slice(i, i + len(idx))
+        rows = dy[b, None] + ar_h
+        cols = dx[b, None] + torch.where(flip[b, None], w - 1 - ar_w, ar_w)
+        yield x[idx[:, None, None], rows[:, :, None], cols[:, None, :]], y[idx]
+
+
+def eval_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Plain slices, in order."""
+    for i in range(0, len(y), batch_size):
+        yield x[i : i + batch_size], y[i : i + batch_size]

@@ -1,0 +1,244 @@
+"""The training loop: one function that reads top to bottom, and knows nothing of Ray or MLflow.
+
+``fit`` calls ``report(metrics, state)`` once per epoch; ``state`` is a checkpoint dict on
+checkpoint epochs and None otherwise. The caller decides where checkpoints go (a Ray Tune
+checkpoint in ``_ray.py``, a plain file in ``train``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._cache import save_atomic
+from ._config import OptimConfig, TrialConfig
+from ._data import Splits, eval_batches, load_splits, to_input, train_batches
+from ._model import build_model
+
+_logger = logging.getLogger(__name__)
+
+# Stable names, used by the tracking callback and analysis; `init/...` come from postproc.
+METRICS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr",
+           "epoch_time_s", "images_per_s", "diverged")
+STATE_FILE = "trial.pt"
+EVAL_BATCH = 500  # images per eval forward: small enough for CPU caches, large for GPU
+
+Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when present; the one place the device is chosen."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def train(
+    cfg: TrialConfig, *, report: Callable[[dict[str, float]], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """Run one trial without Ray (debugging, tests); returns the last epoch's metrics.
+
+    With ``checkpoint_dir``, checkpoints go to ``<checkpoint_dir>/trial.pt`` and a second call
+    with the same directory continues after the last checkpointed epoch.
+    """
+    path = Path(checkpoint_dir) / STATE_FILE if checkpoint_dir else None
+    resume = torch.load(path, map_location="cpu", weights_only=False) if path and path.exists() \
+        else None
+
+    def on_epoch(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        if path is not None and state is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_atomic(state, path)
+        if report is not None:
+            report(metrics)
+
+    return fit(cfg, report=on_epoch, resume=resume)
+
+
+def fit(
+    cfg: TrialConfig, *, report: Report, resume: dict[str, Any] | None = None,
+    run_identity: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """Build data and model, then train ``cfg.optim.epochs`` epochs (the rest after ``resume``)."""
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick the fastest kernels
+    splits = load_splits(cfg.data, device)
+    model, _ = build_model(cfg, splits.num_classes)
+    init_metrics = {} if resume else _init_summary(model)
+    model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    opt = make_optimizer(cfg.optim, model)
+    per_epoch = steps_per_epoch(len(splits.train_y), cfg.optim.batch_size)
+    sched = make_schedule(cfg.optim, opt, per_epoch)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    start = 1
+    if resume is not None:
+        start = _restore(resume, cfg, model, opt, sched, gen) + 1
+    metrics: dict[str, float] = {}
+    for epoch in range(start, cfg.optim.epochs + 1):
+        metrics = run_epoch(model, opt, sched, splits, cfg, gen, epoch)
+        metrics.update(init_metrics if epoch == start else {})
+        diverged = metrics["diverged"] > 0
+        due = epoch == cfg.optim.epochs or epoch % cfg.checkpoint_every == 0
+        state = _state(epoch, cfg, model, opt, sched, gen, run_identity) if due and not diverged \
+            else None
+        report(metrics, state)
+        if diverged:
+            _logger.warning("trial diverged at epoch %d (train/loss=%s); stopping", epoch,
+                            metrics["train/loss"])
+            break
+    return metrics
+
+
+def run_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+    splits: Splits, cfg: TrialConfig, gen: torch.Generator, epoch: int,
+) -> dict[str, float]:
+    """Train one epoch, evaluate on validation and test, and name the numbers."""
+    lr = opt.param_groups[0]["lr"]
+    t0 = time.perf_counter()
+    loss, acc, n = train_epoch(model, opt, sched, splits, cfg, gen)
+    seconds = time.perf_counter() - t0  # train_epoch ends in .item(), so the device is synced
+    val_loss, val_acc = evaluate(model, splits, splits.val_x, splits.val_y, cfg)
+    _, test_acc = evaluate(model, splits, splits.test_x, splits.test_y, cfg)
+    return {
+        "epoch": float(epoch), "train/loss": loss, "train/acc": acc,
+        "val/loss": val_loss, "val/acc": val_acc, "test/acc": test_acc,
+        "lr": lr, "epoch_time_s": seconds, "images_per_s": n / seconds,
+        "diverged": float(not math.isfinite(loss)),
+    }
+
+
+def train_epoch(
+    model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+    splits: Splits, cfg: TrialConfig, gen: torch.Generator,
+) -> tuple[float, float, int]:
+    """Mean train loss, accuracy and image count; one host sync at the end, none per step."""
+    model.train()
+    device = splits.train_x.device
+    cuda = device.type == "cuda"
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for xb, yb in train_batches(splits, cfg.optim.batch_size, gen):
+        x = to_input(xb, splits, cfg.image_size, channels_last=cuda)
+        with _autocast(device):
+            out = model(x)
+        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.optim.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (out.argmax(1) == yb).sum()
+        n += len(yb)
+    return loss_sum.item() / n, correct.item() / n, n
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, splits: Splits, x: torch.Tensor, y: torch.Tensor, cfg: TrialConfig
+) -> tuple[float, float]:
+    """Mean loss and accuracy on (x, y)."""
+    model.eval()
+    cuda = x.device.type == "cuda"
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for xb, yb in eval_batches(x, y, EVAL_BATCH):
+        with _autocast(x.device):
+            out = model(to_input(xb, splits, cfg.image_size, channels_last=cuda)).float()
+        loss_sum += F.cross_entropy(out, yb, reduction="sum")
+        correct += (out.argmax(1) == yb).sum()
+    return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaling needed); full precision on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _init_summary(model: nn.Module) -> dict[str, float]:
+    """Diversity of the initial parameters (postproc diagnostics), reported with epoch 1."""
+    from postproc import diversity_summary
+
+    return {k: float(v) for k, v in diversity_summary(model).items()}
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches ``train_batches`` yields (it drops a trailing batch of one)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= 2 or (rest == 1 and full == 0) else 0)
+
+
+def make_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW, weight decay on every parameter (as in the paper's recipes)."""
+    if cfg.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(
+    cfg: OptimConfig, opt: torch.optim.Optimizer, per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step linear warm-up, then cosine to zero at the last step (or constant)."""
+    total = cfg.epochs * per_epoch
+    warm = min(int(cfg.warmup_epochs * per_epoch), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _state(
+    epoch: int, cfg: TrialConfig, model: nn.Module, opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
+    run_identity: dict[str, str] | None,
+) -> dict[str, Any]:
+    """Everything needed to continue at ``epoch + 1`` as if never stopped."""
+    rng = {"torch": torch.get_rng_state(), "data": gen.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "epoch": epoch, "config": cfg.to_flat(), "run": run_identity or {},
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "rng": rng,
+    }
+
+
+def _restore(
+    state: dict[str, Any], cfg: TrialConfig, model: nn.Module, opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
+) -> int:
+    """Load a ``_state`` dict; returns its epoch."""
+    changed = {k for k, v in cfg.to_flat().items() if state["config"].get(k) != v}
+    if changed - {"device"}:
+        raise ValueError(f"checkpoint was written with a different config: {sorted(changed)}")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    gen.set_state(state["rng"]["data"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    _logger.info("resuming after epoch %d (run %s)", state["epoch"], state.get("run"))
+    return int(state["epoch"])

@@ -1,0 +1,90 @@
+"""Build a torchvision model and initialise it: random, GHN-predicted (cached per node), pretrained.
+
+GHN prediction depends only on (arch, image size, class count, GHN checkpoint, predict-classifier
+flag), so its result is cached on disk under that key; parameters the GHN did not predict are left
+out of the cache and keep this trial's own seeded initialisation. Post-processing (cheap, seeded)
+runs per trial after loading.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torchvision
+from torch import nn
+
+from ._cache import cache_key, cached_torch
+from ._config import TrialConfig
+
+_logger = logging.getLogger(__name__)
+
+
+def build_model(cfg: TrialConfig, num_classes: int) -> tuple[nn.Module, dict[str, str]]:
+    """The initialised (and post-processed) model, plus tags describing its init."""
+    torch.manual_seed(cfg.seed)  # the model's own random init is part of the trial's identity
+    tags = {"init": cfg.init}
+    if cfg.init == "pretrained":
+        model = torchvision.models.get_model(cfg.arch, weights="DEFAULT")
+        _replace_head(model, num_classes)
+        tags["pretrained_weights"] = "DEFAULT"
+    else:
+        model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes)
+    if cfg.use_small_stem:
+        from ghn import adjust_for_small_images
+
+        model = adjust_for_small_images(model)
+    if cfg.init == "ghn":
+        tags.update(_ghn_init(model, cfg, num_classes))
+    if cfg.init != "random":
+        from postproc import apply_postproc
+
+        apply_postproc(model, cfg.postproc, seed=cfg.seed)
+    return model, tags
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the last Linear layer (the classifier in torchvision models) for a fresh one."""
+    name, last = None, None
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            name, last = n, m
+    if last is None:
+        raise ValueError("arch: no Linear classifier head found to replace for init='pretrained'")
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes))
+
+
+def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int) -> dict[str, str]:
+    """Load predicted parameters from the node cache, predicting them on a miss."""
+    from ghn import load_ghn, predict_parameters
+
+    ghn_net = load_ghn(cfg.ghn)
+    # The paper predicts the classifier only when the GHN was trained on the same class count.
+    predict_classifier = int(ghn_net.num_classes) == num_classes
+    key = cache_key(arch=cfg.arch, image_size=cfg.image_size, small_stem=cfg.use_small_stem,
+                    num_classes=num_classes, ghn=ghn_net.checkpoint_id,
+                    predict_classifier=predict_classifier)
+
+    def predict() -> dict:
+        _logger.info("predicting %s parameters with %s", cfg.arch, ghn_net.checkpoint_id)
+        fresh = torchvision.models.get_model(cfg.arch, weights=None, num_classes=num_classes)
+        if cfg.use_small_stem:
+            from ghn import adjust_for_small_images
+
+            fresh = adjust_for_small_images(fresh)
+        pred = predict_parameters(fresh, ghn_net, predict_classifier=predict_classifier,
+                                  input_size=cfg.image_size)
+        skipped = set(pred.not_predicted)
+        state = {k: v for k, v in pred.model.state_dict().items() if k not in skipped}
+        return {"state": state, "not_predicted": sorted(skipped)}
+
+    entry = cached_torch("ghn-pred", key, predict)
+    missing, unexpected = model.load_state_dict(entry["state"], strict=False)
+    if unexpected or set(missing) - set(entry["not_predicted"]):
+        raise RuntimeError(f"ghn cache entry {key} does not fit {cfg.arch}: "
+                           f"missing={missing} unexpected={unexpected}")
+    if entry["not_predicted"]:
+        _logger.info("not predicted by the GHN (own init kept): %s", entry["not_predicted"])
+    return {"ghn.checkpoint": ghn_net.checkpoint_id,
+            "ghn.predict_classifier": str(predict_classifier)}

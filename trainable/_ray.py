@@ -1,0 +1,44 @@
+"""The Ray Tune edge: the only module of trainable/ that imports ray.tune.
+
+``run_trial`` is a function trainable: flat dotted config in, one ``tune.report`` per epoch out,
+with a ``tune.Checkpoint`` on checkpoint epochs. A restored trial picks up ``tune.get_checkpoint()``
+and continues at the next epoch. The checkpoint records the trial id and name, the key by which the
+driver-side tracking callback finds the trial's MLflow run again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from ._config import TrialConfig
+from ._loop import STATE_FILE, fit
+
+__all__ = ["run_trial"]
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable; ``config`` is a (partial) ``TrialConfig.to_flat()`` dict."""
+    cfg = TrialConfig.from_flat(config)
+    ctx = tune.get_context()
+    identity = {"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name()}
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    fit(cfg, report=_report, resume=resume, run_identity=identity)
+
+
+def _report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+    if state is None:
+        tune.report(metrics)
+        return
+    # Ray copies the directory into the run's storage before report returns.
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(state, Path(d) / STATE_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
