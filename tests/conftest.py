@@ -21,5 +21,13 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar_jpeg_dir() -> Path:
     if not CIFAR_JPEG_DIR.is_dir():
-        pytest.skip(f"CIFAR-10 ImageFolder tree not found at {CIFAR_JPEG_DIR} (set CIFAR10_JPEG_DIR)")
+        pytest.skip(f"CIFAR-10 ImageFolder tree not found at {CIFAR_JPEG_DIR} "
+                    "(set CIFAR10_JPEG_DIR)")
     return CIFAR_JPEG_DIR
+
+
+def pytest_generate_tests(metafunc):
+    """Tests taking `case_file` run once per ppuda reference case found at run time."""
+    if "case_file" in metafunc.fixturenames:
+        files = sorted(REFERENCE_DIR.glob("case*.json")) if REFERENCE_DIR.is_dir() else []
+        metafunc.parametrize("case_file", files or [None], ids=[f.stem for f in files] or ["none"])
