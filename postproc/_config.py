@@ -57,5 +57,5 @@ class PostProcConfig:
 
     @property
     def enabled(self) -> bool:
-        """False when ppuda's `init` would return at once (none of orth, beta>0, layer>0, max_sz>0)."""
+        """False when ppuda's `init` returns at once: none of orth, beta>0, layer>0, max_sz>0."""
         return self.orth or self.beta > 0 or self.layer > 0 or self.max_sz > 0
