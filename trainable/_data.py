@@ -115,7 +115,8 @@ def _torchvision_cifar(name: str, root: Path) -> dict:
 
 def _image_folder(path: Path) -> dict:
     """Decode an ImageFolder tree (class subfolders under train/ and test/) into uint8 NHWC."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    import numpy as np
+    from PIL import Image
 
     classes = sorted(d.name for d in (path / "train").iterdir() if d.is_dir())
     out: dict = {"classes": classes}
@@ -124,12 +125,13 @@ def _image_folder(path: Path) -> dict:
         for label, name in enumerate(classes):
             for f in sorted((path / split / name).iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES:
-                    images.append(decode_image(read_file(str(f)), mode=ImageReadMode.RGB))
+                    with Image.open(f) as im:
+                        images.append(torch.from_numpy(np.array(im.convert("RGB"))))
                     labels.append(label)
         shapes = {tuple(im.shape) for im in images}
         if len(shapes) != 1:
             raise ValueError(f"data.dataset: images in {path / split} differ in size: {shapes}")
-        out[f"{split}_x"] = torch.stack(images).permute(0, 2, 3, 1).contiguous()
+        out[f"{split}_x"] = torch.stack(images)  # already NHWC
         out[f"{split}_y"] = torch.tensor(labels)
     _logger.info("decoded %s: %d train, %d test images", path, len(out["train_y"]),
                  len(out["test_y"]))

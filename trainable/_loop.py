@@ -29,6 +29,7 @@ _logger = logging.getLogger(__name__)
 # Stable names, used by the tracking callback and analysis; `init/...` come from postproc.
 METRICS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr",
            "epoch_time_s", "images_per_s", "diverged")
+TAGS_KEY = "trial_tags"  # dict[str, str] in the first report of a fresh trial
 STATE_FILE = "trial.pt"
 EVAL_BATCH = 500  # images per eval forward: small enough for CPU caches, large for GPU
 
@@ -74,8 +75,10 @@ def fit(
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick the fastest kernels
     splits = load_splits(cfg.data, device)
-    model, _ = build_model(cfg, splits.num_classes)
-    init_metrics = {} if resume else _init_summary(model)
+    model, tags = build_model(cfg, splits.num_classes)
+    # A fresh trial's first report also carries the init diagnostics and string tags (GHN
+    # checkpoint identity) for the driver-side tracking; a resumed trial already sent them.
+    first: dict[str, Any] = {} if resume else {**_init_summary(model), TAGS_KEY: tags}
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     opt = make_optimizer(cfg.optim, model)
     per_epoch = steps_per_epoch(len(splits.train_y), cfg.optim.batch_size)
@@ -87,7 +90,7 @@ def fit(
     metrics: dict[str, float] = {}
     for epoch in range(start, cfg.optim.epochs + 1):
         metrics = run_epoch(model, opt, sched, splits, cfg, gen, epoch)
-        metrics.update(init_metrics if epoch == start else {})
+        metrics.update(first if epoch == start else {})
         diverged = metrics["diverged"] > 0
         due = epoch == cfg.optim.epochs or epoch % cfg.checkpoint_every == 0
         state = _state(epoch, cfg, model, opt, sched, gen, run_identity) if due and not diverged \

@@ -1,0 +1,266 @@
+"""Driver-side MLflow tracking: one parent run per sweep, one child run per trial.
+
+Trials only report to Ray Tune; this callback, running in the driver, is the single owner of run
+lifecycle. It opens a child run when a trial starts, logs each epoch's metrics with step = epoch,
+and closes the run FINISHED, KILLED (stopped early, tagged ``ghn_sweep.stopped_early``) or FAILED.
+After ``Tuner.restore`` (or a retried trial) it finds the trial's existing run by its
+``ray.trial_id`` tag and continues it, skipping epochs that run already holds. Workers never talk
+to MLflow, so on a cluster the tracking server need only be reachable from the head node.
+
+If the tracking store cannot be reached, the callback says so once, loudly, and switches itself
+off: training goes on and Ray's own results keep the metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from trainable import METRICS, TAGS_KEY, TrialConfig
+
+__all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG"]
+
+_logger = logging.getLogger(__name__)
+
+TRIAL_ID_TAG = "ray.trial_id"
+SWEEP_TAG = "ghn_sweep.sweep"
+STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
+DIVERGED_TAG = "ghn_sweep.diverged"
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
+
+
+def _guarded(method: Callable) -> Callable:
+    """Run a hook only while tracking works; the first error switches tracking off, loudly."""
+
+    @functools.wraps(method)
+    def wrapper(self: MlflowTrackingCallback, *args: Any, **kwargs: Any) -> Any:
+        if self._disabled:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
+            self._disable(e)
+            return None
+
+    return wrapper
+
+
+class MlflowTrackingCallback(tune.Callback):
+    """A ``ray.tune.Callback`` that mirrors trials into MLflow runs.
+
+    Args:
+        tracking_uri: ``sqlite:///path/mlflow.db`` locally, ``http://host:port`` on a cluster.
+        experiment: MLflow experiment name (created if missing).
+        sweep: the sweep's name; the parent run is found again by it after a restore.
+        sweep_params: logged as params of the parent run when it is created.
+    """
+
+    def __init__(
+        self, *, tracking_uri: str, experiment: str, sweep: str,
+        sweep_params: dict[str, Any] | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.sweep = sweep
+        self.sweep_params = dict(sweep_params or {})
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: MlflowClient | None = None
+        self._disabled = False
+        self._experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self._last_epoch: dict[str, int] = {}  # trial id -> last epoch logged
+        self._diverged: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks with the experiment; a restored driver reconnects and finds its
+        # runs by tag, so no client or run ids travel.
+        return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "sweep",
+                                              "sweep_params")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # --- Tune hooks -------------------------------------------------------------------------
+
+    def setup(self, **info: Any) -> None:
+        """Connect, and open (or, after a restore, reopen) the sweep's parent run."""
+        self._connect()
+
+    @_guarded
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ensure_run(trial)
+
+    @_guarded
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run_id = self._ensure_run(trial)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch <= self._last_epoch.get(trial.trial_id, 0):
+            return  # re-run after restoring an older checkpoint: the run already has this epoch
+        self._last_epoch[trial.trial_id] = epoch
+        if result.get("diverged", 0.0) > 0:
+            self._diverged.add(trial.trial_id)
+        self._client.log_batch(run_id, metrics=_metrics(result, epoch),
+                               tags=[RunTag(k, str(v)) for k, v in
+                                     (result.get(TAGS_KEY) or {}).items()])
+
+    @_guarded
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._ensure_run(trial)
+        epochs = _planned_epochs(trial.config)
+        last = self._last_epoch.get(trial.trial_id, 0)
+        if trial.trial_id in self._diverged:
+            self._client.set_tag(run_id, DIVERGED_TAG, "true")
+            status = "FINISHED"
+        elif last < epochs:
+            # Tune ended the trial before its last epoch: ASHA's decision (or a stopper's).
+            self._client.set_tag(run_id, STOPPED_EARLY_TAG, f"scheduler at epoch {last}/{epochs}")
+            status = "KILLED"
+        else:
+            status = "FINISHED"
+        self._close(trial, status)
+
+    @_guarded
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._ensure_run(trial)
+        error_file = getattr(trial, "error_file", None)
+        if error_file:
+            self._client.set_tag(run_id, "ghn_sweep.error_file", str(error_file))
+        self._close(trial, "FAILED")
+
+    @_guarded
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune retries the trial from its last checkpoint; the run stays open and continues.
+        run_id = self._ensure_run(trial)
+        self._client.set_tag(run_id, "ghn_sweep.retried", "true")
+
+    @_guarded
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for trial_id in list(self._runs):
+            _logger.warning("trial %s ended without a final status; closing its run KILLED",
+                            trial_id)
+            self._client.set_terminated(self._runs.pop(trial_id), status="KILLED")
+        if self.parent_run_id is not None:
+            self._client.set_terminated(self.parent_run_id, status="FINISHED")
+
+    # --- MLflow side ------------------------------------------------------------------------
+
+    @_guarded
+    def _connect(self) -> None:
+        _probe(self.tracking_uri)
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        exp = client.get_experiment_by_name(self.experiment)
+        self._experiment_id = exp.experiment_id if exp else client.create_experiment(
+            self.experiment, tags=dict([EXPERIMENT_KIND]))
+        found = client.search_runs(
+            [self._experiment_id],
+            filter_string=f"tags.`{SWEEP_TAG}` = '{_quote(self.sweep)}'",
+            max_results=1)
+        if found:
+            self.parent_run_id = found[0].info.run_id
+            client.update_run(self.parent_run_id, status="RUNNING")
+            _logger.info("continuing parent run %s of sweep %s", self.parent_run_id, self.sweep)
+        else:
+            run = client.create_run(self._experiment_id, run_name=self.sweep,
+                                    tags={SWEEP_TAG: self.sweep})
+            self.parent_run_id = run.info.run_id
+            _log_params(client, self.parent_run_id, self.sweep_params)
+        self._client = client
+
+    def _ensure_run(self, trial: Any) -> str:
+        """The trial's open run: known, found by its trial-id tag (restore), or created."""
+        trial_id = trial.trial_id
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self._client.search_runs(
+            [self._experiment_id],
+            filter_string=(f"tags.`{TRIAL_ID_TAG}` = '{_quote(trial_id)}' and "
+                           f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'"),
+            max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            self._client.update_run(run_id, status="RUNNING")
+            self._last_epoch[trial_id] = int(found[0].data.metrics.get("epoch", 0))
+            _logger.info("trial %s continues MLflow run %s", trial_id, run_id)
+        else:
+            run_id = self._create_run(trial)
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _create_run(self, trial: Any) -> str:
+        try:
+            params = TrialConfig.from_flat(dict(trial.config)).to_flat()  # with defaults filled in
+        except ValueError:
+            params = dict(trial.config)  # the trial will fail on it; still log what it got
+        tags = {"mlflow.parentRunId": self.parent_run_id, TRIAL_ID_TAG: trial.trial_id,
+                "ray.trial_name": str(trial), "arch": str(params.get("arch")),
+                "init": str(params.get("init"))}
+        if params.get("init") == "ghn":
+            tags["ghn"] = str(params.get("ghn"))  # the exact file identity comes with epoch 1
+        run = self._client.create_run(self._experiment_id, run_name=str(trial), tags=tags)
+        _log_params(self._client, run.info.run_id, params)
+        return run.info.run_id
+
+    def _close(self, trial: Any, status: str) -> None:
+        run_id = self._runs.pop(trial.trial_id, None)
+        if run_id is not None:
+            self._client.set_terminated(run_id, status=status)
+
+    def _disable(self, error: Exception) -> None:
+        self._disabled = True
+        _logger.error(
+            "MLflow tracking at %s is unavailable (%s: %s). Training continues; metrics are kept "
+            "only in Ray Tune's results. No further MLflow calls will be made by this driver.",
+            self.tracking_uri, type(error).__name__, error)
+
+
+def _metrics(result: dict, epoch: int) -> list[Metric]:
+    """Our stable metric names at step = epoch; the init diagnostics at step 0."""
+    now = int(time.time() * 1000)
+    out = []
+    for key, value in result.items():
+        ours = key in METRICS or key.startswith("init/")
+        if ours and isinstance(value, (int, float)) and not isinstance(value, bool):
+            step = 0 if key.startswith("init/") else epoch
+            out.append(Metric(key, float(value), now, step))
+    return out
+
+
+def _planned_epochs(config: dict) -> float:
+    try:
+        return TrialConfig.from_flat(dict(config)).optim.epochs
+    except ValueError:
+        return math.inf  # an invalid config never "finishes"; it fails instead
+
+
+def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)) for k, v in sorted(params.items())]
+    for i in range(0, len(items), PARAM_BATCH):
+        client.log_batch(run_id, params=items[i : i + PARAM_BATCH])
+
+
+def _quote(value: str) -> str:
+    return str(value).replace("'", "\\'")
+
+
+def _probe(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an unreachable server instead of MLflow's minutes of HTTP retries."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()

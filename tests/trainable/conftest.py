@@ -1,0 +1,37 @@
+"""Fixtures for trial tests: a per-session cache directory and tiny CPU trial configs."""
+
+import os
+
+import pytest
+
+from trainable._cache import CACHE_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trial_cache(tmp_path_factory):
+    """Decoded datasets and GHN predictions go to a temp dir, shared by this session's tests."""
+    path = tmp_path_factory.mktemp("ghn-sweep-cache")
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
+@pytest.fixture
+def tiny(cifar_jpeg_dir):
+    """A flat config for a trial that takes about a second an epoch on one CPU core."""
+
+    def make(**overrides):
+        flat = {
+            "arch": "resnet18", "small_stem": False, "init": "random", "device": "cpu",
+            "data.dataset": str(cifar_jpeg_dir), "data.n_shots": 10, "data.val_per_class": 5,
+            "data.test_per_class": 5, "optim.batch_size": 32, "optim.epochs": 3,
+            "optim.lr": 0.05, "optim.weight_decay": 5e-4,
+        }
+        flat.update(overrides)
+        return flat
+
+    return make
