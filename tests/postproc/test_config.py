@@ -13,9 +13,7 @@ def test_defaults_do_nothing() -> None:
     assert not cfg.enabled
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"beta": 1e-5}, {"orth": True}, {"layer": 3}, {"max_sz": 64}]
-)
+@pytest.mark.parametrize("kwargs", [{"beta": 1e-5}, {"orth": True}, {"layer": 3}, {"max_sz": 64}])
 def test_any_setting_enables(kwargs: dict) -> None:
     assert PostProcConfig(**kwargs).enabled
 
