@@ -22,8 +22,9 @@ import torchvision
 
 from ghn import load_ghn, predict_parameters
 
-DEFAULT_GHN = Path(os.environ.get("GHN2_REFERENCE_DIR", Path(__file__).resolve().parents[1].parent
-                                  / "shared" / "ghn2" / "reference")) / "ghn2_random_imagenet_seed0.pt"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REFERENCE_DIR = Path(os.environ.get("GHN2_REFERENCE_DIR", SHARED / "ghn2" / "reference"))
+DEFAULT_GHN = REFERENCE_DIR / "ghn2_random_imagenet_seed0.pt"
 
 
 def check(name: str, ghn) -> tuple[bool, str]:
