@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ghn import adjust_for_small_images, load_ghn, predict_parameters
 from postproc import PostProcConfig, apply_postproc, list_layers
 
 
@@ -24,10 +25,6 @@ def cases(reference_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def predicted(reference_dir: Path) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """The predicted model and a copy of its state dict, made once (prediction takes seconds)."""
-    try:
-        from ghn import adjust_for_small_images, load_ghn, predict_parameters
-    except ImportError:
-        pytest.skip("ghn engine not available yet")
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=10)
     adjust_for_small_images(model)
