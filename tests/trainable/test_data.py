@@ -1,8 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from trainable import DataConfig
-from trainable import _data
+from trainable import DataConfig, _data
 from trainable._data import PAD, Splits, load_splits, to_input, train_batches
 
 
