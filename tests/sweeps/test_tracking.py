@@ -1,0 +1,145 @@
+"""The driver-side MLflow callback: run lifecycle, restore without duplicates, dead server."""
+
+import logging
+import pickle
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeps.tracking import (
+    DIVERGED_TAG,
+    STOPPED_EARLY_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    MlflowTrackingCallback,
+)
+from trainable import TAGS_KEY
+
+
+class FakeTrial:
+    """The attributes of ray.tune.experiment.Trial the callback reads."""
+
+    def __init__(self, trial_id, config):
+        self.trial_id, self.config, self.error_file = trial_id, config, None
+
+    def __str__(self):
+        return f"run_trial_{self.trial_id}"
+
+
+def _result(epoch, **extra):
+    r = {"epoch": float(epoch), "train/loss": 2.0 / epoch, "train/acc": 0.1 * epoch,
+         "val/loss": 2.1, "val/acc": 0.1 * epoch, "test/acc": 0.1, "lr": 0.01,
+         "epoch_time_s": 1.0, "images_per_s": 100.0, "diverged": 0.0,
+         "training_iteration": epoch, "trial_id": "ignored", "done": False}
+    if epoch == 1:
+        r.update({"init/mean_abs_cos": 0.2, TAGS_KEY: {"init": "ghn", "ghn.checkpoint": "g-abc"}})
+    r.update(extra)
+    return r
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _callback(uri, sweep="s1"):
+    cb = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep=sweep,
+                                sweep_params={"num_samples": 4})
+    cb.setup()
+    return cb
+
+
+def _play(cb, trial, epochs, end="complete"):
+    cb.on_trial_start(0, [], trial)
+    for e in epochs:
+        cb.on_trial_result(0, [], trial, _result(e) if not isinstance(e, dict) else e)
+    if end == "complete":
+        cb.on_trial_complete(0, [], trial)
+    elif end == "error":
+        cb.on_trial_error(0, [], trial)
+
+
+def _children(uri, status=None):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("exp")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`mlflow.parentRunId` != ''")
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def _history(uri, run_id, key):
+    return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def test_finished_trial_is_one_child_run_with_params_tags_and_epoch_steps(uri):
+    cb = _callback(uri)
+    config = {"arch": "resnet18", "init": "ghn", "optim.lr": 0.01, "optim.epochs": 3}
+    _play(cb, FakeTrial("t1", config), [1, 2, 3])
+    cb.on_experiment_end([])
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("exp")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (run,) = _children(uri)
+    parent = client.get_run(cb.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags[SWEEP_TAG] == "s1"
+    assert parent.data.params["num_samples"] == "4"
+    assert run.info.status == "FINISHED" and run.info.run_name == "run_trial_t1"
+    tags, params = run.data.tags, run.data.params
+    assert tags["mlflow.parentRunId"] == cb.parent_run_id and tags[TRIAL_ID_TAG] == "t1"
+    assert (tags["arch"], tags["init"], tags["ghn.checkpoint"]) == ("resnet18", "ghn", "g-abc")
+    assert params["optim.lr"] == "0.01" and params["optim.batch_size"] == "96"  # defaults filled
+    assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2, 3]
+    assert _history(uri, run.info.run_id, "init/mean_abs_cos") == [(0, 0.2)]
+    assert "training_iteration" not in run.data.metrics and "done" not in run.data.metrics
+
+
+def test_scheduler_stop_failure_and_divergence_close_runs(uri):
+    cb = _callback(uri)
+    _play(cb, FakeTrial("early", {"optim.epochs": 5}), [1, 2])
+    _play(cb, FakeTrial("bad", {"optim.epochs": 5}), [1], end="error")
+    diverged = _result(2, diverged=1.0, **{"train/loss": float("nan")})
+    _play(cb, FakeTrial("nan", {"optim.epochs": 5}), [1, diverged])
+    runs = {r.data.tags[TRIAL_ID_TAG]: r for r in _children(uri)}
+    assert runs["early"].info.status == "KILLED"
+    assert "scheduler" in runs["early"].data.tags[STOPPED_EARLY_TAG]
+    assert runs["bad"].info.status == "FAILED"
+    assert runs["nan"].info.status == "FINISHED" and runs["nan"].data.tags[DIVERGED_TAG] == "true"
+    assert not _children(uri, "RUNNING")
+
+
+def test_restored_trial_continues_its_run_without_duplicate_epochs(uri):
+    cb = _callback(uri)
+    trial = FakeTrial("t1", {"optim.epochs": 4})
+    _play(cb, trial, [1, 2, 3], end=None)  # the driver dies here, epoch 3 never checkpointed
+    restored = pickle.loads(pickle.dumps(cb))  # what Tuner.restore hands back
+    restored.setup()
+    assert restored.parent_run_id == cb.parent_run_id
+    _play(restored, trial, [3, 4])  # epoch 3 re-run from the epoch-2 checkpoint
+    (run,) = _children(uri)
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2, 3, 4]
+
+
+def test_unreachable_server_warns_once_and_never_raises(caplog):
+    cb = MlflowTrackingCallback(tracking_uri="http://127.0.0.1:9", experiment="exp", sweep="s")
+    with caplog.at_level(logging.ERROR, logger="sweeps.tracking"):
+        cb.setup()
+        _play(cb, FakeTrial("t1", {}), [1, 2])
+        cb.on_experiment_end([])
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "unavailable" in errors[0].getMessage()
+
+
+def test_store_failing_mid_sweep_warns_once(uri, caplog, monkeypatch):
+    cb = _callback(uri)
+    trial = FakeTrial("t1", {})
+    cb.on_trial_start(0, [], trial)
+
+    def down(*args, **kwargs):
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(cb._client, "log_batch", down)
+    with caplog.at_level(logging.ERROR, logger="sweeps.tracking"):
+        for e in (1, 2, 3):
+            cb.on_trial_result(0, [], trial, _result(e))
+        cb.on_trial_complete(0, [], trial)
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
