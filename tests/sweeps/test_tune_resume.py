@@ -1,0 +1,85 @@
+"""A real Ray Tune run: a trial killed mid-way, restored with Tuner.restore, one MLflow run."""
+
+import os
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeps.tracking import TRIAL_ID_TAG, MlflowTrackingCallback
+
+ray = pytest.importorskip("ray")
+tune = pytest.importorskip("ray.tune")
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cache = tmp_path_factory.mktemp("ghn-sweep-cache")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"GHN_SWEEP_CACHE": str(cache), "OMP_NUM_THREADS": "1"}})
+    yield
+    ray.shutdown()
+
+
+def _trainable_killed_on_third_report():
+    """run_trial, but the first attempt's worker process dies as it reports epoch 3.
+
+    Built in a function so that Ray pickles it by value (workers cannot import test modules).
+    """
+
+    def killed_on_third_report(config):
+        import os
+
+        from ray import tune
+
+        import trainable
+
+        if tune.get_checkpoint() is None:
+            real = tune.report
+
+            def report(metrics, **kwargs):
+                if metrics["epoch"] == 3:
+                    os._exit(1)  # like an OOM kill or a lost node: no exception, no cleanup
+                real(metrics, **kwargs)
+
+            tune.report = report
+        trainable.run_trial(config)
+
+    return killed_on_third_report
+
+
+@pytest.mark.slow
+def test_killed_trial_restores_at_next_epoch_with_one_mlflow_run(ray_local, tmp_path,
+                                                                 cifar_jpeg_dir):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {"arch": "resnet18", "small_stem": False, "init": "random", "device": "cpu",
+              "data.dataset": str(cifar_jpeg_dir), "data.n_shots": 5, "data.val_per_class": 5,
+              "data.test_per_class": 5, "optim.batch_size": 25, "optim.epochs": 4}
+    callback = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="resume")
+    flaky = _trainable_killed_on_third_report()
+    tuner = tune.Tuner(
+        flaky, param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1, metric="val/acc", mode="max"),
+        run_config=tune.RunConfig(name="resume", storage_path=str(tmp_path / "ray"),
+                                  callbacks=[callback], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+    first = tuner.fit()
+    assert first[0].error is not None and first[0].metrics["epoch"] == 2
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id],
+                                filter_string="tags.`mlflow.parentRunId` != ''")
+    assert run.info.status == "FAILED"  # the trial ended (errored): its run is closed
+
+    restored = tune.Tuner.restore(str(tmp_path / "ray" / "resume"), flaky,
+                                  resume_errored=True)
+    second = restored.fit()
+    assert second[0].error is None
+    epochs = second[0].metrics_dataframe["epoch"].tolist()
+    assert epochs == [1.0, 2.0, 3.0, 4.0]  # continued at epoch 3: no gap, no repeat
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id],
+                              filter_string="tags.`mlflow.parentRunId` != ''")
+    assert len(runs) == 1 and runs[0].info.run_id == run.info.run_id
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags[TRIAL_ID_TAG] == second[0].metrics["trial_id"]
+    history = client.get_metric_history(run.info.run_id, "val/acc")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
