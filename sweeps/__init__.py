@@ -1,0 +1,1 @@
+"""Ray Tune sweeps over trials (`trainable`), tracked in MLflow from the driver."""

@@ -1,0 +1,177 @@
+"""The sweep's configuration: one frozen dataclass, presets, and a CLI generated from its fields.
+
+A preset fills every field; flags given on the command line override it one to one
+(`--num-samples 16` sets `num_samples`). Everything that can be checked without Ray is checked
+here, so bad input exits with status 2 before any trial starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torchvision
+
+from ghn import CHECKPOINT_URLS
+
+
+def _f(default: Any, help: str) -> Any:
+    """A field whose help text becomes its command-line flag's help."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+PAPER_RECIPES = {"resnet50": "resnet50_paper", "convnext_base": "convnext_paper"}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One sweep of post-processing strength x learning rate x architecture."""
+
+    preset: str = _f("smoke", "smoke (CPU, minutes) | paper (GPUs, the paper's scale)")
+    num_samples: int = _f(8, "trials in all, baselines included")
+    max_epochs: int = _f(3, "epochs of a trial that ASHA never stops")
+    archs: tuple[str, ...] = _f(("resnet18",), "torchvision model names, comma-separated")
+    dataset: str = _f(os.environ.get("GHN_SWEEP_DATASET", "cifar10"),
+                      "cifar10 | cifar100 (downloaded) | an ImageFolder tree with train/, test/")
+    n_shots: int = _f(20, "training images per class (the paper: 100)")
+    ghn: str = _f(os.environ.get("GHN_CHECKPOINT", "ghn2-imagenet"),
+                  "GHN-2 checkpoint name or path")
+    lr_min: float = _f(1e-3, "learning-rate search range (log-uniform): low end")
+    lr_max: float = _f(0.3, "learning-rate search range: high end")
+    beta_min: float = _f(1e-6, "noise strength range (log-uniform): low end; beta = 0 is "
+                               "always a baseline")
+    beta_max: float = _f(1e-3, "noise strength range: high end")
+    recipe: str = _f("smoke", "trainable recipe of the fixed values; 'paper': one per arch")
+    gpus_per_trial: float = _f(0.0, "GPUs per trial; fractions pack trials, 0.25 = 4 per GPU")
+    cpus_per_trial: float = _f(1.0, "CPUs per trial")
+    max_concurrent: int = _f(2, "trials running at once (also how far TPE runs ahead)")
+    grace_period: int = _f(1, "epochs before ASHA may stop a trial")
+    reduction_factor: int = _f(2, "ASHA keeps 1/reduction_factor of the trials at each rung")
+    max_failures: int = _f(2, "retries of a failing trial, each from its last checkpoint")
+    seed: int = _f(0, "seed of Optuna's TPE sampler and of the trials")
+    storage: str = _f("./ray_results", "results: local path, or s3://bucket/path on a cluster")
+    tracking_uri: str = _f("sqlite:///mlflow.db",
+                           "MLflow: sqlite:///file locally, http://<head>:5000 on a cluster")
+    experiment: str = _f("ghn-sweep", "MLflow experiment")
+    name: str = _f("", "sweep name (Ray experiment, MLflow parent run); default "
+                       "noise_vs_lr-<preset>")
+    address: str = _f("", "Ray cluster to join ('auto', 'ray://host:10001'); default: "
+                          "in-process Ray")
+    resume: bool = _f(False, "continue the interrupted sweep of this name")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def sweep_name(self) -> str:
+        return self.name or f"noise_vs_lr-{self.preset}"
+
+    @property
+    def storage_path(self) -> str:
+        """Ray needs an absolute local path; URIs are passed through."""
+        return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {},
+    "paper": {"num_samples": 64, "max_epochs": 300, "archs": ("resnet50", "convnext_base"),
+              "n_shots": 100, "recipe": "paper", "lr_min": 1e-4, "lr_max": 0.1,
+              "gpus_per_trial": 1.0, "cpus_per_trial": 4.0, "max_concurrent": 16,
+              "grace_period": 30, "reduction_factor": 3},
+}
+
+
+def _fail(field: str, value: Any, why: str) -> None:
+    raise ValueError(f"--{field.replace('_', '-')}: {why} (got {value!r})")
+
+
+def _validate(cfg: SweepConfig) -> None:
+    if cfg.preset not in PRESETS:
+        _fail("preset", cfg.preset, f"must be one of {sorted(PRESETS)}")
+    known = set(torchvision.models.list_models(module=torchvision.models))
+    if not cfg.archs:
+        _fail("archs", cfg.archs, "needs at least one architecture")
+    for arch in cfg.archs:
+        if arch not in known:
+            _fail("archs", arch, "not a torchvision classification model (see "
+                  "torchvision.models.list_models())")
+        if cfg.recipe == "paper" and arch not in PAPER_RECIPES:
+            _fail("archs", arch, f"the paper recipe exists for {sorted(PAPER_RECIPES)} only")
+    for lo, hi in (("lr_min", "lr_max"), ("beta_min", "beta_max")):
+        a, b = getattr(cfg, lo), getattr(cfg, hi)
+        if not a > 0:
+            _fail(lo, a, "must be > 0 (the range is log-uniform)")
+        if not b > a:
+            _fail(hi, b, f"must be > --{lo.replace('_', '-')}={a}: the range is empty")
+    for field in ("num_samples", "max_epochs", "n_shots", "max_concurrent", "grace_period"):
+        if getattr(cfg, field) < 1:
+            _fail(field, getattr(cfg, field), "must be >= 1")
+    if cfg.reduction_factor < 2:
+        _fail("reduction_factor", cfg.reduction_factor, "must be >= 2")
+    if cfg.grace_period > cfg.max_epochs:
+        _fail("grace_period", cfg.grace_period, f"must be <= --max-epochs={cfg.max_epochs}")
+    if cfg.gpus_per_trial < 0 or cfg.cpus_per_trial <= 0 or cfg.max_failures < 0:
+        _fail("gpus_per_trial/cpus_per_trial/max_failures",
+              (cfg.gpus_per_trial, cfg.cpus_per_trial, cfg.max_failures), "out of range")
+    if cfg.gpus_per_trial > 1 and cfg.gpus_per_trial != int(cfg.gpus_per_trial):
+        _fail("gpus_per_trial", cfg.gpus_per_trial, "above 1 it must be a whole number")
+    if cfg.dataset not in ("cifar10", "cifar100") and not Path(cfg.dataset).is_dir():
+        _fail("dataset", cfg.dataset, "must be cifar10, cifar100 or an existing ImageFolder "
+              "directory with train/ and test/")
+    if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
+        _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
+    remote = cfg.address and cfg.address not in ("local",)
+    if remote and "://" not in cfg.storage:
+        _fail("storage", cfg.storage, "a local path cannot be shared by the nodes of a cluster: "
+              "use s3://bucket/path (or another URI all nodes can reach)")
+    if remote and cfg.tracking_uri.startswith("sqlite"):
+        _fail("tracking_uri", cfg.tracking_uri, "on a cluster, use the head's MLflow server "
+              "(http://<head-ip>:5000); a SQLite file lives on one machine only")
+
+
+def _flag_type(hint: Any):
+    if hint is bool:
+        return None
+    if typing.get_origin(hint) is tuple:
+        return lambda s: tuple(a.strip() for a in s.split(",") if a.strip())
+    return hint
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per SweepConfig field; every default is None so presets can fill them."""
+    parser = argparse.ArgumentParser(
+        prog="python sweeps/noise_vs_lr.py",
+        description="Sweep GHN-2 post-processing strength, learning rate and architecture "
+                    "with Ray Tune (Optuna TPE + ASHA), tracked in MLflow.")
+    hints = typing.get_type_hints(SweepConfig)
+    for field in dataclasses.fields(SweepConfig):
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        text = field.metadata["help"].replace("%", "%%")
+        if hint is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
+            continue
+        default = ",".join(field.default) if isinstance(field.default, tuple) else field.default
+        parser.add_argument(flag, type=_flag_type(hint), default=None,
+                            help=f"{text} (smoke default: {default})")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> SweepConfig:
+    """Preset first, then flags; invalid input exits with status 2 and says why."""
+    parser = build_parser()
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    preset = args.get("preset", SweepConfig.preset)
+    if preset not in PRESETS:
+        parser.error(f"--preset: must be one of {sorted(PRESETS)} (got {preset!r})")
+    try:
+        return SweepConfig(**{**PRESETS[preset], **args})
+    except ValueError as e:
+        parser.error(str(e))
+    raise AssertionError("unreachable")
+

@@ -1,0 +1,132 @@
+"""Assemble and run a sweep: Optuna TPE + ASHA over `trainable.run_trial`, tracked in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from ghn import resolve_checkpoint
+from trainable import run_trial
+
+from ._config import SweepConfig, parse_args
+from ._space import baselines, make_space, trial_config
+from .tracking import MlflowTrackingCallback
+
+_logger = logging.getLogger(__name__)
+
+METRIC, MODE = "val/acc", "max"  # declared once: ASHA, TPE and the best-trial summary use it
+
+
+def sweep_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
+    """The function Tune runs: a sampled config becomes a full TrialConfig, then one trial."""
+    run_trial(trial_config(config, sweep).to_flat())
+
+
+def _searcher(cfg: SweepConfig, results_dir: Path) -> ConcurrencyLimiter:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    storage = None
+    if "://" not in cfg.storage:  # the study sits next to the results, for inspection
+        storage = optuna.storages.RDBStorage(f"sqlite:///{results_dir / 'optuna.db'}")
+    search = OptunaSearch(
+        space=make_space(cfg), metric=METRIC, mode=MODE, points_to_evaluate=baselines(cfg),
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=cfg.sweep_name,
+        storage=storage)
+    return ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
+
+
+def build_tuner(cfg: SweepConfig, callbacks: list) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(sweep_trial, sweep=cfg),
+        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+    run_config = tune.RunConfig(
+        name=cfg.sweep_name, storage_path=cfg.storage_path, callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+    path = f"{cfg.storage_path.rstrip('/')}/{cfg.sweep_name}"
+    if cfg.resume:
+        if not tune.Tuner.can_restore(path):
+            raise SystemExit(f"error: --resume: no sweep to resume at {path}")
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
+                              grace_period=cfg.grace_period,
+                              reduction_factor=cfg.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler,
+                                    search_alg=_searcher(cfg, Path(cfg.storage_path) /
+                                                         cfg.sweep_name),
+                                    num_samples=cfg.num_samples),
+        run_config=run_config)
+
+
+def results_table(result_grid) -> pa.Table:
+    """One row per trial: its sampled config, status and last/best metrics."""
+    rows = []
+    for result in result_grid:
+        config = {f"config/{k}": v for k, v in (result.config or {}).items()
+                  if isinstance(v, (int, float, str, bool))}
+        df = result.metrics_dataframe
+        best = float(df[METRIC].max()) if df is not None and METRIC in df else float("nan")
+        last = result.metrics or {}
+        rows.append({**config, "trial_id": last.get("trial_id", ""),
+                     "error": str(result.error) if result.error else "",
+                     "epochs": int(last.get("epoch", 0)), f"best_{METRIC}": best,
+                     **{k: last.get(k) for k in ("val/acc", "test/acc", "train/loss",
+                                                 "diverged")}})
+    return pa.Table.from_pylist(rows)
+
+
+def _finish(cfg: SweepConfig, result_grid, tracking: MlflowTrackingCallback, out: Path) -> None:
+    table = results_table(result_grid)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.parquet"
+    pq.write_table(table, path)
+    best = result_grid.get_best_result(metric=METRIC, mode=MODE, filter_nan_and_inf=True)
+    shown = ("arch", "init", "optim.lr", "postproc.beta", "postproc.orth")
+    print(f"\n{len(table)} trials; best {METRIC} = {best.metrics.get(METRIC):.4f} with "
+          + ", ".join(f"{k}={best.config[k]}" for k in shown if k in best.config))
+    print(f"results table: {path}")
+    if tracking.parent_run_id:
+        client = MlflowClient(cfg.tracking_uri)
+        client.log_artifact(tracking.parent_run_id, str(path))
+        client.log_dict(tracking.parent_run_id, {k: v for k, v in best.config.items()},
+                        "best_config.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled") if not cfg.address else None
+    if cfg.ghn:  # download once here, before any trial needs it
+        try:
+            resolve_checkpoint(cfg.ghn)
+        except FileNotFoundError as e:
+            print(f"error: --ghn: {e}", file=sys.stderr)
+            return 2
+    ray.init(address=cfg.address or None, include_dashboard=False if not cfg.address else None,
+             logging_level=logging.WARNING)
+    tracking = MlflowTrackingCallback(
+        tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
+        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()},
+        to_trial_config=partial(trial_config, sweep=cfg))
+    start = time.time()
+    result_grid = build_tuner(cfg, [tracking]).fit()
+    _finish(cfg, result_grid, tracking, Path(cfg.storage_path) / cfg.sweep_name)
+    print(f"sweep took {time.time() - start:.0f} s. Browse it: mlflow ui --backend-store-uri "
+          f"{cfg.tracking_uri}")
+    return 0

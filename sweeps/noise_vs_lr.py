@@ -1,0 +1,18 @@
+"""Where does post-processing GHN-2's predicted parameters help? A sweep of noise x lr x arch.
+
+    python sweeps/noise_vs_lr.py                          # smoke preset: CPU, minutes
+    python sweeps/noise_vs_lr.py --preset paper --address auto --storage s3://bucket/sweeps \\
+        --tracking-uri http://<head-ip>:5000              # on a GPU cluster (cluster.yaml)
+
+Optuna TPE samples noise strength, learning rate, architecture and orthogonalisation; ASHA stops
+weak trials by validation accuracy; every trial is an MLflow run under the sweep's parent run.
+Baselines (random init, GHN without post-processing, the paper's recipe) run first.
+`--resume` continues an interrupted sweep. `--help` lists every flag.
+"""
+
+import sys
+
+from sweeps._run import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The sweep CLI: presets, flags one to one, and bad input refused (exit 2) before Ray starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sweeps._config import PRESETS, SweepConfig, parse_args
+from sweeps._space import NOISE, baselines, trial_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_preset_then_flags():
+    cfg = parse_args(["--preset", "paper", "--num-samples", "5", "--archs", "resnet50",
+                      "--gpus-per-trial", "0.25"])
+    assert cfg.preset == "paper" and cfg.max_epochs == PRESETS["paper"]["max_epochs"]
+    assert cfg.num_samples == 5 and cfg.archs == ("resnet50",) and cfg.gpus_per_trial == 0.25
+    assert parse_args([]) == SweepConfig()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--archs", "resnet18,resnt50"], "--archs: not a torchvision classification model"),
+    (["--beta-min=-1e-5"], "--beta-min: must be > 0"),
+    (["--lr-min", "0.1", "--lr-max", "0.01"], "--lr-max: must be > --lr-min=0.1"),
+    (["--preset", "huge"], "--preset: must be one of"),
+    (["--dataset", "/no/such/dir"], "--dataset: must be cifar10, cifar100 or an existing"),
+    (["--ghn", "/no/such.pt"], "--ghn: must be a checkpoint file"),
+    (["--address", "ray://head:10001", "--tracking-uri", "http://head:5000"],
+     "--storage: a local path cannot be shared by the nodes of a cluster"),
+    (["--num-samples", "0"], "--num-samples: must be >= 1"),
+    (["--gpus-per-trial", "1.5"], "above 1 it must be a whole number"),
+    (["--preset", "paper", "--archs", "resnet18"], "the paper recipe exists for"),
+])
+def test_bad_input_exits_2_with_the_reason(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_script_refuses_before_starting_ray(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--archs", "nonet",
+         "--storage", str(tmp_path / "ray")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--archs" in proc.stderr
+    assert not (tmp_path / "ray").exists()
+
+
+def test_baselines_cover_random_no_postproc_and_the_paper_recipe(reference_dir):
+    cfg = SweepConfig(archs=("resnet18", "mobilenet_v2"),
+                      ghn=str(reference_dir / "ghn2_random_imagenet_seed0.pt"))
+    points = baselines(cfg)
+    assert len(points) == 6
+    configs = [trial_config({**p, "optim.epochs": 1}, cfg) for p in points]
+    kinds = {(c.arch, c.init, c.postproc.beta, c.postproc.orth) for c in configs}
+    for arch in cfg.archs:
+        assert {(arch, "random", 0.0, False), (arch, "ghn", 0.0, False),
+                (arch, "ghn", 3e-5, True)} <= kinds
+    assert all(NOISE not in c.to_flat() for c in configs)
+
+
+def test_paper_preset_uses_each_architectures_recipe():
+    cfg = parse_args(["--preset", "paper"])
+    sampled = {"optim.lr": 0.02, "init": "ghn", "postproc.beta": 1e-5, "postproc.orth": True}
+    resnet = trial_config({**sampled, "arch": "resnet50"}, cfg)
+    convnext = trial_config({**sampled, "arch": "convnext_base"}, cfg)
+    assert (resnet.optim.name, resnet.optim.batch_size) == ("sgd", 96)
+    assert (convnext.optim.name, convnext.optim.batch_size) == ("adamw", 48)
+    assert resnet.optim.lr == convnext.optim.lr == 0.02
