@@ -83,3 +83,32 @@ def test_killed_trial_restores_at_next_epoch_with_one_mlflow_run(ray_local, tmp_
     assert runs[0].data.tags[TRIAL_ID_TAG] == second[0].metrics["trial_id"]
     history = client.get_metric_history(run.info.run_id, "val/acc")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_trial_stopped_early_by_tune_closes_its_run_killed(ray_local, tmp_path, cifar_jpeg_dir):
+    from trainable import run_trial
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {"arch": "resnet18", "small_stem": False, "init": "random", "device": "cpu",
+              "data.dataset": str(cifar_jpeg_dir), "data.n_shots": 5, "data.val_per_class": 5,
+              "data.test_per_class": 5, "optim.batch_size": 25, "optim.epochs": 4}
+    callback = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="early")
+    results = tune.Tuner(
+        run_trial, param_space=config,
+        tune_config=tune.TuneConfig(num_samples=1, metric="val/acc", mode="max"),
+        run_config=tune.RunConfig(name="early", storage_path=str(tmp_path / "ray"), verbose=0,
+                                  stop={"epoch": 2}, callbacks=[callback])).fit()
+    assert results[0].error is None and results[0].metrics["epoch"] == 2
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id],
+                                filter_string="tags.`mlflow.parentRunId` != ''")
+    assert run.info.status == "KILLED" and "ghn_sweep.stopped_early" in run.data.tags
+    assert client.get_run(_parent_run_id(client, "early")).info.status == "FINISHED"
+
+
+def _parent_run_id(client, sweep):
+    exp = client.get_experiment_by_name("exp")
+    (parent,) = client.search_runs([exp.experiment_id],
+                                   filter_string=f"tags.`ghn_sweep.sweep` = '{sweep}'")
+    return parent.info.run_id
