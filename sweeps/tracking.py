@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from trainable import METRICS, TAGS_KEY, TrialConfig
+from trainable import CONFIG_KEY, METRICS, TAGS_KEY
 
 __all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG"]
 
@@ -81,6 +80,7 @@ class MlflowTrackingCallback(tune.Callback):
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial id -> MLflow run id
         self._last_epoch: dict[str, int] = {}  # trial id -> last epoch logged
+        self._planned: dict[str, int] = {}  # trial id -> optim.epochs, once known
         self._diverged: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -114,6 +114,10 @@ class MlflowTrackingCallback(tune.Callback):
         self._last_epoch[trial.trial_id] = epoch
         if result.get("diverged", 0.0) > 0:
             self._diverged.add(trial.trial_id)
+        resolved = result.get(CONFIG_KEY)
+        if resolved:  # the trial's own resolved config: what it really ran with
+            self._planned[trial.trial_id] = int(resolved["optim.epochs"])
+            _log_params(self._client, run_id, resolved)
         self._client.log_batch(run_id, metrics=_metrics(result, epoch),
                                tags=[RunTag(k, str(v)) for k, v in
                                      (result.get(TAGS_KEY) or {}).items()])
@@ -121,12 +125,12 @@ class MlflowTrackingCallback(tune.Callback):
     @_guarded
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._ensure_run(trial)
-        epochs = _planned_epochs(trial.config)
+        epochs = self._planned.get(trial.trial_id)
         last = self._last_epoch.get(trial.trial_id, 0)
         if trial.trial_id in self._diverged:
             self._client.set_tag(run_id, DIVERGED_TAG, "true")
             status = "FINISHED"
-        elif last < epochs:
+        elif epochs is not None and last < epochs:
             # Tune ended the trial before its last epoch: ASHA's decision (or a stopper's).
             self._client.set_tag(run_id, STOPPED_EARLY_TAG, f"scheduler at epoch {last}/{epochs}")
             status = "KILLED"
@@ -137,6 +141,8 @@ class MlflowTrackingCallback(tune.Callback):
     @_guarded
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._ensure_run(trial)
+        if trial.trial_id not in self._planned:  # failed before its first report
+            _log_raw_config(self._client, run_id, trial.config)
         error_file = getattr(trial, "error_file", None)
         if error_file:
             self._client.set_tag(run_id, "ghn_sweep.error_file", str(error_file))
@@ -195,6 +201,8 @@ class MlflowTrackingCallback(tune.Callback):
             run_id = found[0].info.run_id
             self._client.update_run(run_id, status="RUNNING")
             self._last_epoch[trial_id] = int(found[0].data.metrics.get("epoch", 0))
+            if "optim.epochs" in found[0].data.params:
+                self._planned[trial_id] = int(found[0].data.params["optim.epochs"])
             _logger.info("trial %s continues MLflow run %s", trial_id, run_id)
         else:
             run_id = self._create_run(trial)
@@ -202,17 +210,16 @@ class MlflowTrackingCallback(tune.Callback):
         return run_id
 
     def _create_run(self, trial: Any) -> str:
-        try:
-            params = TrialConfig.from_flat(dict(trial.config)).to_flat()  # with defaults filled in
-        except ValueError:
-            params = dict(trial.config)  # the trial will fail on it; still log what it got
+        """A child run tagged from Tune's config; params come with the trial's first report.
+
+        Tune's config may be partial or carry sweep-only keys (a wrapper resolves it against a
+        recipe), so the params logged are the trial's own resolved ``TrialConfig.to_flat()``.
+        """
+        config = dict(trial.config)
         tags = {"mlflow.parentRunId": self.parent_run_id, TRIAL_ID_TAG: trial.trial_id,
-                "ray.trial_name": str(trial), "arch": str(params.get("arch")),
-                "init": str(params.get("init"))}
-        if params.get("init") == "ghn":
-            tags["ghn"] = str(params.get("ghn"))  # the exact file identity comes with epoch 1
+                "ray.trial_name": str(trial)}
+        tags.update({k: str(config[k]) for k in ("arch", "init", "ghn") if k in config})
         run = self._client.create_run(self._experiment_id, run_name=str(trial), tags=tags)
-        _log_params(self._client, run.info.run_id, params)
         return run.info.run_id
 
     def _close(self, trial: Any, status: str) -> None:
@@ -240,17 +247,18 @@ def _metrics(result: dict, epoch: int) -> list[Metric]:
     return out
 
 
-def _planned_epochs(config: dict) -> float:
-    try:
-        return TrialConfig.from_flat(dict(config)).optim.epochs
-    except ValueError:
-        return math.inf  # an invalid config never "finishes"; it fails instead
-
-
 def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
     items = [Param(k, str(v)) for k, v in sorted(params.items())]
     for i in range(0, len(items), PARAM_BATCH):
         client.log_batch(run_id, params=items[i : i + PARAM_BATCH])
+
+
+def _log_raw_config(client: MlflowClient, run_id: str, config: dict) -> None:
+    """Best effort: Tune's config as params, so a trial that never reported still shows it."""
+    try:
+        _log_params(client, run_id, dict(config))
+    except Exception as e:  # noqa: BLE001 - e.g. a conflicting value from an earlier attempt
+        _logger.debug("could not log the raw config of run %s: %s", run_id, e)
 
 
 def _quote(value: str) -> str:

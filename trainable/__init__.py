@@ -9,9 +9,10 @@ Under Ray Tune, use ``trainable.run_trial`` (a function trainable taking a flat 
 from typing import Any
 
 from trainable._config import RECIPES, DataConfig, OptimConfig, TrialConfig, get_recipe
-from trainable._loop import METRICS, TAGS_KEY, fit, train
+from trainable._loop import CONFIG_KEY, METRICS, TAGS_KEY, fit, train
 
 __all__ = [
+    "CONFIG_KEY",
     "METRICS",
     "RECIPES",
     "TAGS_KEY",

@@ -30,6 +30,7 @@ _logger = logging.getLogger(__name__)
 METRICS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr",
            "epoch_time_s", "images_per_s", "diverged")
 TAGS_KEY = "trial_tags"  # dict[str, str] in the first report of a fresh trial
+CONFIG_KEY = "trial_config"  # TrialConfig.to_flat(), in the same report
 STATE_FILE = "trial.pt"
 EVAL_BATCH = 500  # images per eval forward: small enough for CPU caches, large for GPU
 
@@ -76,9 +77,11 @@ def fit(
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick the fastest kernels
     splits = load_splits(cfg.data, device)
     model, tags = build_model(cfg, splits.num_classes)
-    # A fresh trial's first report also carries the init diagnostics and string tags (GHN
-    # checkpoint identity) for the driver-side tracking; a resumed trial already sent them.
-    first: dict[str, Any] = {} if resume else {**_init_summary(model), TAGS_KEY: tags}
+    # A fresh trial's first report also carries the init diagnostics, string tags (GHN checkpoint
+    # identity) and the resolved flat config for the driver-side tracking; a resumed trial
+    # already sent them.
+    first: dict[str, Any] = {} if resume else {
+        **_init_summary(model), TAGS_KEY: tags, CONFIG_KEY: cfg.to_flat()}
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
     opt = make_optimizer(cfg.optim, model)
     per_epoch = steps_per_epoch(len(splits.train_y), cfg.optim.batch_size)

@@ -23,7 +23,7 @@ _logger = logging.getLogger(__name__)
 def build_model(cfg: TrialConfig, num_classes: int) -> tuple[nn.Module, dict[str, str]]:
     """The initialised (and post-processed) model, plus tags describing its init."""
     torch.manual_seed(cfg.seed)  # the model's own random init is part of the trial's identity
-    tags = {"init": cfg.init}
+    tags = {"arch": cfg.arch, "init": cfg.init}
     if cfg.init == "pretrained":
         model = torchvision.models.get_model(cfg.arch, weights="DEFAULT")
         _replace_head(model, num_classes)
@@ -86,5 +86,5 @@ def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int) -> dict[str,
                            f"missing={missing} unexpected={unexpected}")
     if entry["not_predicted"]:
         _logger.info("not predicted by the GHN (own init kept): %s", entry["not_predicted"])
-    return {"ghn.checkpoint": ghn_net.checkpoint_id,
+    return {"ghn": cfg.ghn, "ghn.checkpoint": ghn_net.checkpoint_id,
             "ghn.predict_classifier": str(predict_classifier)}

@@ -13,26 +13,34 @@ from sweeps.tracking import (
     TRIAL_ID_TAG,
     MlflowTrackingCallback,
 )
-from trainable import TAGS_KEY
+from trainable import CONFIG_KEY, TAGS_KEY, TrialConfig
 
 
 class FakeTrial:
-    """The attributes of ray.tune.experiment.Trial the callback reads."""
+    """The attributes of ray.tune.experiment.Trial the callback reads.
+
+    ``config`` is Tune's (partial, maybe with sweep-only keys); ``resolved`` is what the trial
+    itself runs with and sends in its first report.
+    """
 
     def __init__(self, trial_id, config):
         self.trial_id, self.config, self.error_file = trial_id, config, None
+        known = TrialConfig().to_flat()
+        self.resolved = TrialConfig.from_flat({k: v for k, v in config.items() if k in known})
 
     def __str__(self):
         return f"run_trial_{self.trial_id}"
 
 
-def _result(epoch, **extra):
+def _result(epoch, trial=None, **extra):
     r = {"epoch": float(epoch), "train/loss": 2.0 / epoch, "train/acc": 0.1 * epoch,
          "val/loss": 2.1, "val/acc": 0.1 * epoch, "test/acc": 0.1, "lr": 0.01,
          "epoch_time_s": 1.0, "images_per_s": 100.0, "diverged": 0.0,
          "training_iteration": epoch, "trial_id": "ignored", "done": False}
-    if epoch == 1:
-        r.update({"init/mean_abs_cos": 0.2, TAGS_KEY: {"init": "ghn", "ghn.checkpoint": "g-abc"}})
+    if epoch == 1 and trial is not None:
+        cfg = trial.resolved
+        r.update({"init/mean_abs_cos": 0.2, CONFIG_KEY: cfg.to_flat(),
+                  TAGS_KEY: {"arch": cfg.arch, "init": cfg.init, "ghn.checkpoint": "g-abc"}})
     r.update(extra)
     return r
 
@@ -52,7 +60,7 @@ def _callback(uri, sweep="s1"):
 def _play(cb, trial, epochs, end="complete"):
     cb.on_trial_start(0, [], trial)
     for e in epochs:
-        cb.on_trial_result(0, [], trial, _result(e) if not isinstance(e, dict) else e)
+        cb.on_trial_result(0, [], trial, _result(e, trial) if not isinstance(e, dict) else e)
     if end == "complete":
         cb.on_trial_complete(0, [], trial)
     elif end == "error":
@@ -72,7 +80,8 @@ def _history(uri, run_id, key):
 
 def test_finished_trial_is_one_child_run_with_params_tags_and_epoch_steps(uri):
     cb = _callback(uri)
-    config = {"arch": "resnet18", "init": "ghn", "optim.lr": 0.01, "optim.epochs": 3}
+    config = {"arch": "resnet18", "init": "ghn", "optim.lr": 0.01, "optim.epochs": 3,
+              "noise": True}  # a sweep-only key: params come from the trial's resolved config
     _play(cb, FakeTrial("t1", config), [1, 2, 3])
     cb.on_experiment_end([])
     client = MlflowClient(uri)
@@ -87,6 +96,7 @@ def test_finished_trial_is_one_child_run_with_params_tags_and_epoch_steps(uri):
     assert tags["mlflow.parentRunId"] == cb.parent_run_id and tags[TRIAL_ID_TAG] == "t1"
     assert (tags["arch"], tags["init"], tags["ghn.checkpoint"]) == ("resnet18", "ghn", "g-abc")
     assert params["optim.lr"] == "0.01" and params["optim.batch_size"] == "96"  # defaults filled
+    assert "noise" not in params
     assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2, 3]
     assert _history(uri, run.info.run_id, "init/mean_abs_cos") == [(0, 0.2)]
     assert "training_iteration" not in run.data.metrics and "done" not in run.data.metrics
@@ -143,3 +153,21 @@ def test_store_failing_mid_sweep_warns_once(uri, caplog, monkeypatch):
             cb.on_trial_result(0, [], trial, _result(e))
         cb.on_trial_complete(0, [], trial)
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_trial_failing_before_its_first_report_logs_tune_config(uri):
+    cb = _callback(uri)
+    _play(cb, FakeTrial("t1", {"optim.lr": 0.5, "noise": True}), [], end="error")
+    (run,) = _children(uri)
+    assert run.info.status == "FAILED" and run.data.params["noise"] == "True"
+
+
+def test_retried_trial_keeps_one_run(uri):
+    cb = _callback(uri)
+    trial = FakeTrial("t1", {"optim.epochs": 2})
+    _play(cb, trial, [1], end=None)
+    cb.on_trial_recover(0, [], trial)
+    _play(cb, trial, [1, 2])  # restarted from scratch: epoch 1 again, same params
+    (run,) = _children(uri)
+    assert run.info.status == "FINISHED" and run.data.tags["ghn_sweep.retried"] == "true"
+    assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2]
