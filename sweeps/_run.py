@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,11 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from ghn import resolve_checkpoint
-from trainable import run_trial
+from trainable import prepare_data, run_trial
 
 from ._config import SweepConfig, parse_args
-from ._space import baselines, make_space, trial_config
+from ._progress import ProgressCallback
+from ._space import SearchSpace, baselines, fixed_values, trial_config
 from .tracking import MlflowTrackingCallback
 
 _logger = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def _searcher(cfg: SweepConfig, results_dir: Path) -> ConcurrencyLimiter:
     if "://" not in cfg.storage:  # the study sits next to the results, for inspection
         storage = optuna.storages.RDBStorage(f"sqlite:///{results_dir / 'optuna.db'}")
     search = OptunaSearch(
-        space=make_space(cfg), metric=METRIC, mode=MODE, points_to_evaluate=baselines(cfg),
+        space=SearchSpace(cfg), metric=METRIC, mode=MODE, points_to_evaluate=baselines(cfg),
         sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=cfg.sweep_name,
         storage=storage)
     return ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
@@ -56,7 +55,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list) -> tune.Tuner:
     run_config = tune.RunConfig(
         name=cfg.sweep_name, storage_path=cfg.storage_path, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
     path = f"{cfg.storage_path.rstrip('/')}/{cfg.sweep_name}"
     if cfg.resume:
         if not tune.Tuner.can_restore(path):
@@ -109,23 +108,35 @@ def _finish(cfg: SweepConfig, result_grid, tracking: MlflowTrackingCallback, out
                         "best_config.json")
 
 
+def _prepare(cfg: SweepConfig) -> None:
+    """Download the checkpoint and the data here, once, so bad input fails before any trial."""
+    try:
+        resolve_checkpoint(cfg.ghn)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: --ghn: {e}") from e
+    data = trial_config({**baselines(cfg)[0], **fixed_values(cfg)}, cfg).data
+    try:
+        prepare_data(data)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise SystemExit(f"error: --dataset {cfg.dataset!r}: {e}") from e
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled") if not cfg.address else None
-    if cfg.ghn:  # download once here, before any trial needs it
-        try:
-            resolve_checkpoint(cfg.ghn)
-        except FileNotFoundError as e:
-            print(f"error: --ghn: {e}", file=sys.stderr)
-            return 2
-    ray.init(address=cfg.address or None, include_dashboard=False if not cfg.address else None,
-             logging_level=logging.WARNING)
+    _prepare(cfg)
+    if not cfg.address:  # in-process Ray: silence its token-auth note (clusters keep auth on)
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Checkpointing every epoch is deliberate (resume loses nothing); don't warn about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Workers' logs stay in the results dir; failures still reach this terminal through Tune.
+    ray.init(address=cfg.address or None, logging_level=logging.WARNING, log_to_driver=False,
+             include_dashboard=None if cfg.address else False)
     tracking = MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
-        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()},
-        to_trial_config=partial(trial_config, sweep=cfg))
+        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()})
+    progress = ProgressCallback(METRIC, cfg.max_epochs, tracking)
     start = time.time()
-    result_grid = build_tuner(cfg, [tracking]).fit()
+    result_grid = build_tuner(cfg, [tracking, progress]).fit()
     _finish(cfg, result_grid, tracking, Path(cfg.storage_path) / cfg.sweep_name)
     print(f"sweep took {time.time() - start:.0f} s. Browse it: mlflow ui --backend-store-uri "
           f"{cfg.tracking_uri}")

@@ -8,6 +8,7 @@ has none. The sampled keys are otherwise TrialConfig's own dotted keys (`optim.l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from trainable import TrialConfig, get_recipe
@@ -25,20 +26,22 @@ def fixed_values(cfg: SweepConfig) -> dict[str, Any]:
             "device": "auto" if cfg.gpus_per_trial > 0 else "cpu"}
 
 
-def make_space(cfg: SweepConfig):
-    """Optuna define-by-run space; returns the fixed values as constants of the config."""
-    fixed = fixed_values(cfg)
+@dataclass(frozen=True)
+class SearchSpace:
+    """Optuna define-by-run space (a class, not a closure: Tune pickles the searcher)."""
 
-    def space(trial) -> dict[str, Any]:
+    sweep: SweepConfig
+
+    def __call__(self, trial) -> dict[str, Any]:
+        """Suggest one trial's values; returns the fixed values as constants of its config."""
+        cfg = self.sweep
         trial.suggest_categorical("arch", list(cfg.archs))
         trial.suggest_float("optim.lr", cfg.lr_min, cfg.lr_max, log=True)
         if trial.suggest_categorical("init", ["ghn", "random"]) == "ghn":
             trial.suggest_categorical("postproc.orth", [True, False])
             if trial.suggest_categorical(NOISE, [True, False]):
                 trial.suggest_float("postproc.beta", cfg.beta_min, cfg.beta_max, log=True)
-        return fixed
-
-    return space
+        return fixed_values(cfg)
 
 
 def baselines(cfg: SweepConfig) -> list[dict[str, Any]]:

@@ -163,6 +163,14 @@ class MlflowTrackingCallback(tune.Callback):
         if self.parent_run_id is not None:
             self._client.set_terminated(self.parent_run_id, status="FINISHED")
 
+    @_guarded
+    def log_sweep_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Progress of the whole sweep (trial counts, best so far) on the parent run."""
+        if self.parent_run_id is not None:
+            now = int(time.time() * 1000)
+            self._client.log_batch(self.parent_run_id, metrics=[
+                Metric(k, float(v), now, step) for k, v in metrics.items()])
+
     # --- MLflow side ------------------------------------------------------------------------
 
     @_guarded

@@ -9,6 +9,7 @@ Under Ray Tune, use ``trainable.run_trial`` (a function trainable taking a flat 
 from typing import Any
 
 from trainable._config import RECIPES, DataConfig, OptimConfig, TrialConfig, get_recipe
+from trainable._data import prepare_data
 from trainable._loop import CONFIG_KEY, METRICS, TAGS_KEY, fit, train
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "TrialConfig",
     "fit",
     "get_recipe",
+    "prepare_data",
     "run_trial",
     "train",
 ]

@@ -80,6 +80,12 @@ def _per_class(
     return torch.cat(a), torch.cat(b)
 
 
+def prepare_data(cfg: DataConfig) -> int:
+    """Download and decode once, ahead of the trials (a sweep's driver calls this, so a bad
+    dataset fails before any trial starts); returns the class count."""
+    return len(_decoded(cfg)["classes"])
+
+
 def _decoded(cfg: DataConfig) -> dict:
     """The whole dataset as uint8 NHWC tensors, decoded once per node and cached on disk."""
     if cfg.dataset in ("cifar10", "cifar100"):

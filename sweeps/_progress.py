@@ -1,0 +1,68 @@
+"""A one-line progress view of a sweep, printed when it changes, and mirrored to MLflow."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray import tune
+
+from .tracking import MlflowTrackingCallback
+
+SHOWN = (("arch", "{}"), ("init", "{}"), ("optim.lr", "lr={:.3g}"),
+         ("postproc.beta", "beta={:.2g}"), ("postproc.orth", "orth={}"))
+
+
+class ProgressCallback(tune.Callback):
+    """Counts trials by state and tracks the best `metric`; prints one line per change.
+
+    With `tracking`, the counts and the best value are logged as metrics of the sweep's parent
+    run (step = number of ended trials), so the MLflow UI shows the sweep's progress too.
+    """
+
+    def __init__(self, metric: str, max_epochs: int,
+                 tracking: MlflowTrackingCallback | None = None) -> None:
+        self.metric, self.max_epochs, self.tracking = metric, max_epochs, tracking
+        self.ended: dict[str, str] = {}  # trial id -> finished | stopped early | failed
+        self.best: tuple[float, dict] | None = None
+        self._last_line = ""
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and (self.best is None or value > self.best[0]):
+            self.best = (float(value), dict(trial.config))
+            self._show(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        done = result.get("epoch", 0) >= self.max_epochs or result.get("diverged", 0) > 0
+        self.ended[trial.trial_id] = "finished" if done else "stopped early"
+        self._show(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended[trial.trial_id] = "failed"
+        self._show(trials)
+
+    def counts(self, trials: list) -> dict[str, int]:
+        states = list(self.ended.values())
+        running = sum(t.status == "RUNNING" and t.trial_id not in self.ended for t in trials)
+        return {"running": running,
+                "finished": states.count("finished"),
+                "stopped early": states.count("stopped early"), "failed": states.count("failed")}
+
+    def _show(self, trials: list) -> None:
+        counts = self.counts(trials)
+        line = " · ".join(f"{n} {state}" for state, n in counts.items())
+        if self.best is not None:
+            value, config = self.best
+            what = " ".join(fmt.format(config[k]) for k, fmt in SHOWN if k in config)
+            line += f" | best {self.metric} {value:.3f} ({what})"
+        if line != self._last_line:
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+            self._last_line = line
+            if self.tracking is not None:
+                best = {f"best_{self.metric}": self.best[0]} if self.best else {}
+                self.tracking.log_sweep_metrics(
+                    {f"trials_{k.replace(' ', '_')}": v for k, v in counts.items()} | best,
+                    step=len(self.ended))
