@@ -125,7 +125,7 @@ def _validate(cfg: SweepConfig) -> None:
               "directory with train/ and test/")
     if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
         _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
-    remote = cfg.address and cfg.address not in ("local",)
+    remote = cfg.address and not cfg.address.startswith(("local", "127.0.0.1", "localhost"))
     if remote and "://" not in cfg.storage:
         _fail("storage", cfg.storage, "a local path cannot be shared by the nodes of a cluster: "
               "use s3://bucket/path (or another URI all nodes can reach)")

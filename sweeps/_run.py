@@ -48,9 +48,10 @@ def _searcher(cfg: SweepConfig, results_dir: Path) -> ConcurrencyLimiter:
     return ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
 
 
-def build_tuner(cfg: SweepConfig, callbacks: list) -> tune.Tuner:
+def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune.Tuner:
+    """A new Tuner, or with `cfg.resume` the interrupted one; `trial_fn(config, sweep)`."""
     trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, sweep=cfg),
+        tune.with_parameters(trial_fn, sweep=cfg),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
     run_config = tune.RunConfig(
         name=cfg.sweep_name, storage_path=cfg.storage_path, callbacks=callbacks,

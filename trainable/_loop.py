@@ -77,6 +77,7 @@ def fit(
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick the fastest kernels
     splits = load_splits(cfg.data, device)
     model, tags = build_model(cfg, splits.num_classes)
+    tags["device"] = torch.cuda.get_device_name(device) if cuda else str(device)
     # A fresh trial's first report also carries the init diagnostics, string tags (GHN checkpoint
     # identity) and the resolved flat config for the driver-side tracking; a resumed trial
     # already sent them.

@@ -12,11 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from ._config import TrialConfig
-from ._loop import STATE_FILE, fit
+from ._loop import STATE_FILE, TAGS_KEY, fit
 
 __all__ = ["run_trial"]
 
@@ -34,7 +35,10 @@ def run_trial(config: dict[str, Any]) -> None:
     fit(cfg, report=_report, resume=resume, run_identity=identity)
 
 
-def _report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    if TAGS_KEY in metrics:  # provenance of a fresh trial: where it ran
+        node = ray.get_runtime_context().get_node_id()
+        metrics[TAGS_KEY] = {**metrics[TAGS_KEY], "ray.node_id": node}
     if state is None:
         tune.report(metrics)
         return
@@ -42,3 +46,4 @@ def _report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, Path(d) / STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
