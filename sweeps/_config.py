@@ -76,6 +76,13 @@ class SweepConfig:
         """Ray needs an absolute local path; URIs are passed through."""
         return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
 
+    @property
+    def results_dir(self) -> Path | None:
+        """This sweep's results directory when it is on a filesystem of this machine."""
+        if "://" in self.storage and not self.storage.startswith("file://"):
+            return None
+        return Path(self.storage.removeprefix("file://")).resolve() / self.sweep_name
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
@@ -125,13 +132,11 @@ def _validate(cfg: SweepConfig) -> None:
               "directory with train/ and test/")
     if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
         _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
-    remote = cfg.address and not cfg.address.startswith(("local", "127.0.0.1", "localhost"))
-    if remote and "://" not in cfg.storage:
+    # Trials checkpoint to storage from every node; MLflow is written by the driver only, so a
+    # SQLite tracking URI is fine anywhere (the UI then reads that file).
+    if cfg.address and "://" not in cfg.storage:
         _fail("storage", cfg.storage, "a local path cannot be shared by the nodes of a cluster: "
-              "use s3://bucket/path (or another URI all nodes can reach)")
-    if remote and cfg.tracking_uri.startswith("sqlite"):
-        _fail("tracking_uri", cfg.tracking_uri, "on a cluster, use the head's MLflow server "
-              "(http://<head-ip>:5000); a SQLite file lives on one machine only")
+              "use s3://bucket/path, or file:///path on a filesystem every node mounts")
 
 
 def _flag_type(hint: Any):

@@ -36,11 +36,11 @@ def sweep_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
     run_trial(trial_config(config, sweep).to_flat())
 
 
-def _searcher(cfg: SweepConfig, results_dir: Path) -> ConcurrencyLimiter:
-    results_dir.mkdir(parents=True, exist_ok=True)
+def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
     storage = None
-    if "://" not in cfg.storage:  # the study sits next to the results, for inspection
-        storage = optuna.storages.RDBStorage(f"sqlite:///{results_dir / 'optuna.db'}")
+    if cfg.results_dir is not None:  # the study sits next to the results, for inspection
+        cfg.results_dir.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{cfg.results_dir / 'optuna.db'}")
     search = OptunaSearch(
         space=SearchSpace(cfg), metric=METRIC, mode=MODE, points_to_evaluate=baselines(cfg),
         sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=cfg.sweep_name,
@@ -69,8 +69,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler,
-                                    search_alg=_searcher(cfg, Path(cfg.storage_path) /
-                                                         cfg.sweep_name),
+                                    search_alg=_searcher(cfg),
                                     num_samples=cfg.num_samples),
         run_config=run_config)
 
@@ -138,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = ProgressCallback(METRIC, cfg.max_epochs, tracking)
     start = time.time()
     result_grid = build_tuner(cfg, [tracking, progress]).fit()
-    _finish(cfg, result_grid, tracking, Path(cfg.storage_path) / cfg.sweep_name)
+    # With remote storage the table is written here, and to MLflow when it is tracked.
+    _finish(cfg, result_grid, tracking, cfg.results_dir or Path.cwd() / cfg.sweep_name)
     print(f"sweep took {time.time() - start:.0f} s. Browse it: mlflow ui --backend-store-uri "
           f"{cfg.tracking_uri}")
     return 0

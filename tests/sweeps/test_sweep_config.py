@@ -29,7 +29,7 @@ def test_preset_then_flags():
     (["--preset", "huge"], "--preset: must be one of"),
     (["--dataset", "/no/such/dir"], "--dataset: must be cifar10, cifar100 or an existing"),
     (["--ghn", "/no/such.pt"], "--ghn: must be a checkpoint file"),
-    (["--address", "ray://head:10001", "--tracking-uri", "http://head:5000"],
+    (["--address", "ray://head:10001"],
      "--storage: a local path cannot be shared by the nodes of a cluster"),
     (["--num-samples", "0"], "--num-samples: must be >= 1"),
     (["--gpus-per-trial", "1.5"], "above 1 it must be a whole number"),

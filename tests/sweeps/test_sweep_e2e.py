@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "sweeps" / "noise_vs_lr.py"
 
 
-def _argv(tmp_path, reference_dir, cifar_jpeg_dir, *extra):
+def _argv(tmp_path, reference_dir, cifar_jpeg_dir, *extra, storage=None):
     return [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir),
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
-            "--storage", str(tmp_path / "ray_results"),
+            "--storage", storage or str(tmp_path / "ray_results"),
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--n-shots", "10",
             *extra]
 
@@ -109,8 +109,10 @@ def test_two_gpu_nodes_pack_half_gpu_trials(tmp_path, reference_dir, cifar_jpeg_
     try:
         proc = subprocess.run(
             _argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "4",
-                  "--max-epochs", "2", "--address", cluster.address, "--gpus-per-trial", "0.5",
-                  "--cpus-per-trial", "0.5", "--max-concurrent", "4"),
+                  "--max-epochs", "2", "--grace-period", "2", "--address", cluster.address,
+                  "--gpus-per-trial", "0.5",
+                  "--cpus-per-trial", "0.5", "--max-concurrent", "4",
+                  storage=(tmp_path / "ray_results").as_uri()),  # a path all nodes mount
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     finally:
         cluster.shutdown()
