@@ -66,6 +66,11 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+        # Trials run in their own directories, so paths are made absolute here.
+        if self.dataset not in ("cifar10", "cifar100"):
+            object.__setattr__(self, "dataset", str(Path(self.dataset).resolve()))
+        if self.ghn not in CHECKPOINT_URLS:
+            object.__setattr__(self, "ghn", str(Path(self.ghn).expanduser().resolve()))
 
     @property
     def sweep_name(self) -> str:

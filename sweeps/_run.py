@@ -70,7 +70,10 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune
         trainable,
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler,
                                     search_alg=_searcher(cfg),
-                                    num_samples=cfg.num_samples),
+                                    num_samples=cfg.num_samples,
+                                    # A new trial reuses a finished one's process: no second
+                                    # torch import, and the node's caches are warm.
+                                    reuse_actors=True),
         run_config=run_config)
 
 

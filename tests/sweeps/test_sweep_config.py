@@ -72,3 +72,11 @@ def test_paper_preset_uses_each_architectures_recipe():
     assert (resnet.optim.name, resnet.optim.batch_size) == ("sgd", 96)
     assert (convnext.optim.name, convnext.optim.batch_size) == ("adamw", 48)
     assert resnet.optim.lr == convnext.optim.lr == 0.02
+
+
+def test_relative_paths_become_absolute(reference_dir, monkeypatch):
+    """Trials run in their own directories: a relative --dataset or --ghn must still work."""
+    monkeypatch.chdir(reference_dir.parent)
+    cfg = parse_args(["--ghn", "reference/ghn2_random_imagenet_seed0.pt"])
+    assert cfg.ghn == str(reference_dir / "ghn2_random_imagenet_seed0.pt")
+    assert Path(cfg.ghn).is_absolute()
