@@ -189,7 +189,7 @@ RECIPES: dict[str, TrialConfig] = {
         optim=OptimConfig(name="sgd", lr=0.01, weight_decay=0.01, batch_size=96, epochs=300),
     ),
     "convnext_paper": TrialConfig(
-        arch="convnext_tiny",
+        arch="convnext_base",
         optim=OptimConfig(name="adamw", lr=1e-3, weight_decay=0.1, batch_size=48, epochs=300),
     ),
     # A few seconds per epoch on a laptop CPU: the default stem keeps resnet18 at 32x32 cheap.

@@ -19,6 +19,7 @@ def test_paper_recipes():
             r50.optim.epochs, r50.optim.schedule) == ("sgd", 0.01, 0.01, 96, 300, "cosine")
     assert (cnx.optim.name, cnx.optim.lr, cnx.optim.weight_decay, cnx.optim.batch_size,
             cnx.optim.epochs) == ("adamw", 1e-3, 0.1, 48, 300)
+    assert (r50.arch, cnx.arch) == ("resnet50", "convnext_base")
     for cfg in (r50, cnx):
         assert cfg.image_size == 32 and cfg.use_small_stem and cfg.data.n_shots == 100
 
