@@ -1,0 +1,51 @@
+"""What the report reads, whatever the source: one `Sweep` holding its `Trial`s.
+
+The MLflow reader (`_mlflow.py`) and the Ray results reader (`_ray_results.py`) both fill these
+classes, so tables, plots and the report never know where the numbers came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Per-epoch metrics (step = epoch, 1-based), as the trainable names them.
+EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr",
+                 "epoch_time_s", "images_per_s", "diverged")
+# Diagnostics of the initial parameters, logged once at step 0.
+INIT_METRICS = ("init/mean_abs_cos", "init/repeat_share", "init/eff_rank_ratio", "init/n_layers")
+
+# Trial states, as written to trials.parquet.
+FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
+RUNNING, INTERRUPTED = "running", "interrupted"
+STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, FAILED, RUNNING, INTERRUPTED)
+
+
+class ReportError(ValueError):
+    """Input the report cannot work from (no such sweep, an empty directory); says what to do."""
+
+
+@dataclass
+class Trial:
+    """One trial: its flat config (dotted keys), how it ended and its metric histories."""
+
+    trial_id: str
+    name: str
+    status: str
+    config: dict[str, object]
+    history: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> epoch -> value
+    init: dict[str, float] = field(default_factory=dict)  # init/... diagnostics
+    run_id: str | None = None
+    wall_time_s: float | None = None
+
+
+@dataclass
+class Sweep:
+    """A sweep as read from its source; `in_progress` makes the report a snapshot."""
+
+    name: str
+    source: str
+    in_progress: bool
+    trials: list[Trial]
+    params: dict[str, str] = field(default_factory=dict)  # the parent run's sweep.* params
+    parent_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)  # data problems met while reading

@@ -1,0 +1,127 @@
+"""report.md: state of the sweep, the answers, the tables behind each figure, and the gaps."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from ._data import DIVERGED, FAILED, FINISHED, STATUSES, Sweep
+from ._sentences import describe, pct, sci
+from ._summary import METHOD_LABELS, NoiseCurve, best_per_group
+
+STAMP = "%Y-%m-%d %H:%M UTC"
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    """A GitHub pipe table; empty cells for missing values."""
+    def cell(v: object) -> str:
+        return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _acc(x: object) -> str | None:
+    return None if x is None or pd.isna(x) else pct(float(x))
+
+
+def _state(sweep: Sweep, df: pd.DataFrame) -> list[str]:
+    counts = df["status"].value_counts()
+    parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES if s in counts]
+    state = ("**State: snapshot** — the sweep is still running (or was interrupted); numbers "
+             "will change." if sweep.in_progress else "**State: finished** — the sweep has "
+             "ended.")
+    return [f"# Sweep report: {sweep.name}", "",
+            f"Source: {sweep.source}. Generated {time.strftime(STAMP, time.gmtime())}.",
+            "", state, "", f"Trials: {len(df)} ({', '.join(parts) or 'none yet'}).", ""]
+
+
+def _best_table(df: pd.DataFrame) -> str:
+    best = best_per_group(df, keys=("arch",))
+    rows = [[r["arch"], describe(r), f"{r['lr']:.3g}", _acc(r["best_val_acc"]),
+             _acc(r["test_acc_at_best"]), f"{r['best_epoch']:.0f}/{r['epochs_run']:.0f}",
+             r["status"].replace("_", " "), r["trial_id"]] for _, r in best.iterrows()]
+    return table(["arch", "init", "lr", "best val acc", "test acc at best val", "epoch (best/run)",
+                  "status", "trial"], rows)
+
+
+def _comparison_table(comp: pd.DataFrame) -> str:
+    rows = [[r["arch"], METHOD_LABELS.get(r["method"], r["method"]), describe(r),
+             f"{r['lr']:.3g}", _acc(r["best_val_acc"]), _acc(r["test_acc_at_best"]),
+             None if pd.isna(r["gain_points"]) or r["method"] == "random"
+             else f"{r['gain_points']:+.1f}", r["status"].replace("_", " "), r["trial_id"]]
+            for _, r in comp.iterrows()]
+    return table(["arch", "method", "config", "lr", "best val acc", "test acc", "gain over random "
+                  "(points)", "status", "trial"], rows)
+
+
+def _noise_table(noise: dict[str, NoiseCurve | None]) -> str:
+    rows = []
+    for arch, curve in noise.items():
+        if curve is None:
+            continue
+        for _, r in curve.points.iterrows():
+            rows.append([arch, f"{curve.lr:.3g}", f"{r['lr']:.3g}", sci(r["beta"]),
+                         bool(r["orth"]) if pd.notna(r["orth"]) else None,
+                         _acc(r["test_acc_at_best"]), r["status"].replace("_", " ")])
+        for method, (value, inside) in curve.refs.items():
+            rows.append([arch, f"{curve.lr:.3g}", "" if inside else "any",
+                         f"reference: {METHOD_LABELS[method]}", None, _acc(value), ""])
+    return table(["arch", "best lr", "trial lr", "beta", "orth", "test acc", "status"], rows)
+
+
+def _asha(acct: pd.DataFrame) -> list[str]:
+    total = acct[acct["arch"] == "all"].iloc[0]
+    rows = [[r["arch"], int(r["trials"]), int(r["epochs_spent"]), int(r["epochs_if_all_ran"]),
+             None if pd.isna(r["saved_pct"]) else f"{r['saved_pct']:.0f}%"]
+            for _, r in acct.iterrows()]
+    saved = "" if pd.isna(total["saved_pct"]) else f" ({total['saved_pct']:.0f}% saved)"
+    return [f"ASHA ran {int(total['epochs_spent'])} of the {int(total['epochs_if_all_ran'])} "
+            f"epochs that every trial run to the end would have cost{saved}.", "",
+            table(["arch", "trials", "epochs spent", "epochs if all ran", "saved"], rows)]
+
+
+def _gaps(sweep: Sweep, df: pd.DataFrame) -> list[str]:
+    out = [f"- {note}" for note in sweep.notes]
+    if not (df["status"] == FINISHED).any():
+        out.append("- No trial has run to its last epoch yet: every best value is provisional.")
+    no_acc = df[df["best_val_acc"].isna()]
+    if not no_acc.empty:
+        out.append(f"- {len(no_acc)} trial(s) have no val/acc (left out of every best value): "
+                   + ", ".join(f"{r.trial_id} ({r.status})" for r in no_acc.itertuples()))
+    for status, why in ((FAILED, "failed"), (DIVERGED, "diverged (loss not finite)")):
+        bad = df[df["status"] == status]
+        if not bad.empty:
+            out.append(f"- {len(bad)} trial(s) {why}, shown as grey crosses in the heatmaps: "
+                       + ", ".join(bad["trial_id"]))
+    for col in ("lr", "arch", "init"):
+        n = int(df[col].isna().sum())
+        if n:
+            out.append(f"- {n} trial(s) have no `{col}` in their params: not placed in the plots.")
+    return out or ["- none"]
+
+
+def render(sweep: Sweep, df: pd.DataFrame, *, comp: pd.DataFrame,
+           noise: dict[str, NoiseCurve | None], acct: pd.DataFrame, sentences: list[str],
+           figures: list[str]) -> str:
+    """The whole report.md."""
+    lines = _state(sweep, df)
+    lines += ["## Answers", "", *[f"- {s}" for s in sentences or ["No accuracy logged yet."]], ""]
+    lines += ["## Best configuration per architecture", "", _best_table(df), ""]
+    lines += ["## Best trial per init method", "", "Chosen by validation accuracy; test accuracy "
+              "at that trial's best validation epoch; gain in percentage points.", "",
+              _comparison_table(comp), "", "![best test accuracy per init](gains.png)", ""]
+    lines += ["## Accuracy against noise strength", "", "GHN trials with beta > 0 within a "
+              "factor of 2 of the architecture's best GHN learning rate; hollow markers were "
+              "stopped early.", "", "![accuracy vs beta](noise_vs_beta.png)", "",
+              _noise_table(noise), ""]
+    lines += ["## Validation accuracy over noise strength and learning rate", "",
+              "![heatmaps](heatmaps.png)", "", "## Learning curves", "",
+              "![learning curves](learning_curves.png)", ""]
+    lines += ["## ASHA accounting", "", *_asha(acct), "", "![ASHA accounting](asha.png)", ""]
+    lines += ["## Gaps and notes", "", *_gaps(sweep, df), ""]
+    missing = [f for f in figures if f"({f})" not in "\n".join(lines)]
+    lines += [f"![{f}]({f})" for f in missing]
+    return "\n".join(lines) + "\n"

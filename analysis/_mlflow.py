@@ -1,0 +1,134 @@
+"""Read a sweep from MLflow: its parent run, and the child runs whose parent it is.
+
+Children are chosen by the `mlflow.parentRunId` tag, so runs of other sweeps in the same
+experiment never leak into the tables. Tag names are those of `sweeps.tracking` (repeated here:
+analysis does not import the sweep machinery, which pulls in Ray and torch).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ._data import (
+    DIVERGED,
+    EPOCH_METRICS,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    STOPPED_EARLY,
+    ReportError,
+    Sweep,
+    Trial,
+)
+
+_logger = logging.getLogger(__name__)
+
+SWEEP_TAG = "ghn_sweep.sweep"
+TRIAL_ID_TAG = "ray.trial_id"
+STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
+DIVERGED_TAG = "ghn_sweep.diverged"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def read_mlflow(
+    *, tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None,
+    sweep: str | None = None,
+) -> Sweep:
+    """The sweep of `parent_run_id`, or of `experiment` (the latest sweep there, or `sweep`)."""
+    client = MlflowClient(tracking_uri)
+    notes: list[str] = []
+    parent = _find_parent(client, experiment, parent_run_id, sweep, notes)
+    runs = _all_runs(client, parent.info.experiment_id)
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    others = len(runs) - len(children) - 1
+    if others > 0:
+        notes.append(f"{others} other run(s) in the experiment (other sweeps) were left out.")
+    trials = [_trial(client, run) for run in children]
+    running = parent.info.status == "RUNNING" or any(t.status == RUNNING for t in trials)
+    name = parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent.info.run_id
+    _logger.info("sweep %s: %d trials from parent run %s", name, len(trials), parent.info.run_id)
+    return Sweep(name=name, source=f"MLflow {tracking_uri}, parent run {parent.info.run_id}",
+                 in_progress=running, trials=trials, params=dict(parent.data.params),
+                 parent_run_id=parent.info.run_id, notes=notes)
+
+
+def _find_parent(client: MlflowClient, experiment: str | None, run_id: str | None,
+                 sweep: str | None, notes: list[str]) -> Run:
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as e:
+            raise ReportError(f"no MLflow run {run_id!r} in the tracking store: {e}") from e
+        if SWEEP_TAG not in run.data.tags:
+            notes.append(f"run {run_id} has no {SWEEP_TAG} tag; read as a sweep's parent anyway.")
+        return run
+    if not experiment:
+        raise ReportError("give --experiment NAME or --parent-run ID")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ReportError(f"no MLflow experiment {experiment!r}; experiments: {names}")
+    parents = [r for r in _all_runs(client, exp.experiment_id) if SWEEP_TAG in r.data.tags]
+    if sweep:
+        parents = [r for r in parents if r.data.tags[SWEEP_TAG] == sweep]
+    if not parents:
+        which = f"named {sweep!r} " if sweep else ""
+        raise ReportError(f"experiment {experiment!r} has no sweep {which}(no run tagged "
+                          f"{SWEEP_TAG}); run a sweep first, or pass --parent-run ID")
+    parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
+    if len(parents) > 1:
+        rest = ", ".join(r.data.tags[SWEEP_TAG] for r in parents[1:])
+        notes.append(f"the experiment holds {len(parents)} sweeps; this report is of the latest "
+                     f"started. Others (choose with --sweep or --parent-run): {rest}.")
+    return parents[0]
+
+
+def _all_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
+    """Every active run of the experiment, page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _trial(client: MlflowClient, run: Run) -> Trial:
+    tags, metrics = run.data.tags, run.data.metrics
+    config: dict[str, object] = dict(run.data.params)
+    for key in ("arch", "init", "ghn"):
+        if key not in config and key in tags:
+            config[key] = tags[key]
+    history = {}
+    for name in EPOCH_METRICS:
+        if name in metrics:
+            points = client.get_metric_history(run.info.run_id, name)
+            history[name] = {int(m.step): float(m.value) for m in points if m.step >= 1}
+    end, start = run.info.end_time, run.info.start_time
+    return Trial(
+        trial_id=tags.get(TRIAL_ID_TAG, run.info.run_id),
+        name=tags.get("ray.trial_name", run.info.run_name or ""),
+        status=_status(run), config=config, history=history,
+        init={k: v for k, v in metrics.items() if k.startswith("init/")},
+        run_id=run.info.run_id,
+        wall_time_s=(end - start) / 1000 if end and start else None)
+
+
+def _status(run: Run) -> str:
+    """The callback's closing decision, read back from the run's status and tags."""
+    tags, status = run.data.tags, run.info.status
+    if tags.get(DIVERGED_TAG) == "true" or run.data.metrics.get("diverged", 0.0) > 0:
+        return DIVERGED
+    if status == "FAILED":
+        return FAILED
+    if status == "KILLED":
+        return STOPPED_EARLY if STOPPED_EARLY_TAG in tags else INTERRUPTED
+    if status in ("RUNNING", "SCHEDULED"):
+        return RUNNING
+    return FINISHED

@@ -1,0 +1,213 @@
+"""The report's figures. Each function returns a matplotlib `Figure` (no pyplot, no global state),
+so tests can count panels and points before the figure is saved.
+
+Accuracies are plotted in percent. Trials that cannot stand for their config (diverged, failed)
+are drawn as grey crosses where their config puts them, so a gap is visible rather than silent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from ._data import DIVERGED, FAILED, STOPPED_EARLY
+from ._summary import METHOD_LABELS, NoiseCurve, best_per_group, order_methods
+
+PANEL = (4.2, 3.4)  # inches per panel
+COLORS = {"random": "tab:gray", "ghn": "tab:blue", "ghn+pp": "tab:orange",
+          "pretrained": "tab:green"}
+BAD = (DIVERGED, FAILED)
+
+
+def _grid(rows: int, cols: int, title: str) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(PANEL[0] * cols, PANEL[1] * rows + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    fig.suptitle(title)
+    return fig, axes
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def zero_beta_position(df: pd.DataFrame) -> float:
+    """Where beta = 0 sits on a log axis: a decade below the smallest sampled beta."""
+    positive = df.loc[df["beta"] > 0, "beta"]
+    return float(positive.min()) / 10 if not positive.empty else 1e-7
+
+
+def heatmaps(df: pd.DataFrame) -> Figure:
+    """Best validation accuracy over (lr, beta), one panel per arch x init; beta = 0 on a strip."""
+    archs = sorted(df["arch"].dropna().unique()) or ["(none)"]
+    inits = sorted(df["init"].dropna().unique()) or ["(none)"]
+    fig, axes = _grid(len(archs), len(inits), "Validation accuracy over noise strength and "
+                      "learning rate (each marker a trial, where it was sampled)")
+    acc = 100 * df.loc[~df["status"].isin(BAD), "best_val_acc"]
+    norm = Normalize(acc.min(), acc.max()) if acc.notna().any() else Normalize(0, 100)
+    y0 = zero_beta_position(df)
+    top = max(float(df["beta"].max()) if df["beta"].notna().any() else y0, y0 * 10) * 3
+    mappable = None
+    for (i, arch), (j, init) in ((a, b) for a in enumerate(archs) for b in enumerate(inits)):
+        ax = axes[i, j]
+        sub = df[(df["arch"] == arch) & (df["init"] == init) & df["lr"].notna()]
+        if sub.empty:
+            _empty(ax, f"{arch} / {init}: no trial")
+            continue
+        mappable = _heat_panel(ax, sub, (y0, top), norm) or mappable
+        ax.set_title(f"{arch} / {init} ({len(sub)} trials)")
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), label="best validation accuracy (%)")
+    return fig
+
+
+def _heat_panel(ax: Axes, sub: pd.DataFrame, ylim: tuple[float, float], norm: Normalize):
+    y0, top = ylim
+    y = sub["beta"].where(sub["beta"] > 0, y0).fillna(y0)
+    good = sub["best_val_acc"].notna() & ~sub["status"].isin(BAD)
+    mappable = None
+    for stopped, marker, label in ((False, "o", "ran to the end / running"),
+                                   (True, "v", "stopped early (ASHA)")):
+        m = good & ((sub["status"] == STOPPED_EARLY) == stopped)
+        if m.any():
+            mappable = ax.scatter(sub["lr"][m], y[m], c=100 * sub["best_val_acc"][m],
+                                  cmap="viridis", norm=norm, marker=marker, s=40,
+                                  edgecolors="k", linewidths=0.4, label=label)
+    if (~good).any():
+        ax.scatter(sub["lr"][~good], y[~good], marker="x", color="0.5", s=40,
+                   label="diverged / failed / no accuracy")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.axhline(y0 * 3, color="0.6", linestyle=":", linewidth=0.8)  # the strip's edge
+    ax.set_ylim(y0 / 3, top)
+    decades = 10.0 ** np.arange(np.ceil(np.log10(y0 * 5)), np.floor(np.log10(top)) + 1)
+    ax.set_yticks([y0, *decades], ["0 (no noise)", *[f"{t:.0e}" for t in decades]])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("noise beta")
+    ax.legend(fontsize="x-small", loc="upper left")
+    return mappable
+
+
+def noise_figure(curves: dict[str, NoiseCurve | None]) -> Figure:
+    """Test accuracy against beta at each arch's best GHN lr, with the no-noise and random lines."""
+    archs = list(curves) or ["(none)"]
+    fig, axes = _grid(1, len(archs), "Test accuracy against noise strength, at each "
+                      "architecture's best learning rate")
+    for ax, arch in zip(axes[0], archs):
+        curve = curves.get(arch)
+        if curve is None:
+            _empty(ax, f"{arch}: no GHN trial with an accuracy yet")
+            continue
+        _noise_panel(ax, curve)
+    return fig
+
+
+def _noise_panel(ax: Axes, curve: NoiseCurve) -> None:
+    pts = curve.points
+    for orth, color in ((True, "tab:orange"), (False, "tab:purple")):
+        sel = pts[pts["orth"].fillna(False) == orth]
+        done = sel["status"] != STOPPED_EARLY
+        label = f"GHN + noise{' + orth' if orth else ''}"
+        if done.any():
+            ax.scatter(sel["beta"][done], 100 * sel["test_acc_at_best"][done], color=color,
+                       s=36, label=label)
+        if (~done).any():
+            ax.scatter(sel["beta"][~done], 100 * sel["test_acc_at_best"][~done], s=36,
+                       facecolors="none", edgecolors=color, label=f"{label} (stopped early)")
+    for method, style in (("ghn", "--"), ("random", ":")):
+        if method in curve.refs:
+            value, inside = curve.refs[method]
+            where = "" if inside else ", any lr"
+            ax.axhline(100 * value, color=COLORS[method], linestyle=style,
+                       label=f"{METHOD_LABELS[method]} ({100 * value:.1f}%{where})")
+    ax.set_xscale("log")
+    ax.set_title(f"{curve.arch}, lr ≈ {curve.lr:.2g} (x/÷ 2)")
+    ax.set_xlabel("noise beta")
+    ax.set_ylabel("test accuracy at best val epoch (%)")
+    if pts.empty:
+        ax.text(0.5, 0.5, "no GHN + noise trial near this lr", ha="center",
+                transform=ax.transAxes, color="gray")
+    ax.legend(fontsize="x-small")
+
+
+def learning_curves(df: pd.DataFrame, curves: pd.DataFrame) -> Figure:
+    """Validation accuracy per epoch of the best trial of each init method, one panel per arch."""
+    best = best_per_group(df)
+    archs = sorted(df["arch"].dropna().unique()) or ["(none)"]
+    fig, axes = _grid(1, len(archs), "Learning curves of the best trial per init method")
+    for ax, arch in zip(axes[0], archs):
+        mine = best[best["arch"] == arch]
+        if mine.empty:
+            _empty(ax, f"{arch}: no trial with an accuracy yet")
+            continue
+        for method in order_methods(mine["method"].unique()):
+            row = mine[mine["method"] == method].iloc[0]
+            c = curves[curves["trial_id"] == row["trial_id"]].sort_values("epoch")
+            state = "" if row["complete"] else f", {row['status'].replace('_', ' ')}"
+            ax.plot(c["epoch"], 100 * c["val_acc"], marker=".", color=COLORS.get(method),
+                    label=f"{METHOD_LABELS.get(method, method)}{state}")
+        ax.set_title(arch)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.legend(fontsize="x-small")
+    return fig
+
+
+def gains_figure(comp: pd.DataFrame) -> Figure:
+    """Best test accuracy per init method per arch; GHN bars carry their gain over random."""
+    fig = Figure(figsize=(max(5.0, 2.2 * max(1, comp["arch"].nunique()) + 2), 4.2),
+                 layout="constrained")
+    ax = fig.subplots()
+    ax.set_title("Best test accuracy per init method (at the best validation epoch)")
+    if comp.empty:
+        _empty(ax, "no trial with an accuracy yet")
+        return fig
+    archs = sorted(comp["arch"].unique())
+    methods = order_methods(comp["method"].unique())
+    width = 0.8 / len(methods)
+    for k, method in enumerate(methods):
+        rows = comp[comp["method"] == method].set_index("arch")
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i, a in enumerate(archs)
+              if a in rows.index]
+        vals = [100 * rows.loc[a, "test_acc_at_best"] for a in archs if a in rows.index]
+        bars = ax.bar(xs, vals, width, color=COLORS.get(method), label=METHOD_LABELS.get(
+            method, method))
+        gains = [rows.loc[a, "gain_points"] for a in archs if a in rows.index]
+        texts = ["" if method == "random" or pd.isna(g) else f"{g:+.1f}" for g in gains]
+        ax.bar_label(bars, texts, fontsize="small")
+    ax.set_xticks(range(len(archs)), archs)
+    ax.set_ylabel("test accuracy (%); labels: points over random")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def asha_figure(acct: pd.DataFrame, df: pd.DataFrame) -> Figure:
+    """ASHA's savings: epochs spent vs. if every trial had run to the end; where trials ended."""
+    fig, axes = _grid(1, 2, "ASHA accounting")
+    ax = axes[0, 0]
+    rows = acct[acct["arch"] != "all"]
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, rows["epochs_if_all_ran"], 0.4, color="0.75", label="if all ran to the end")
+    ax.bar(x + 0.2, rows["epochs_spent"], 0.4, color="tab:blue", label="spent")
+    ax.set_xticks(x, rows["arch"])
+    ax.set_ylabel("epochs (all trials)")
+    ax.set_title("epochs spent")
+    ax.legend(fontsize="small")
+    ax = axes[0, 1]
+    runs = df["epochs_run"].dropna()
+    if runs.empty:
+        _empty(ax, "no trial yet")
+    else:
+        ax.hist(runs, bins=np.arange(-0.5, runs.max() + 1.5), color="tab:blue")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epochs a trial ran")
+        ax.set_ylabel("trials")
+        ax.set_title("where trials ended")
+    return fig
