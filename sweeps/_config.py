@@ -60,8 +60,9 @@ class SweepConfig:
     experiment: str = _f("ghn-sweep", "MLflow experiment")
     name: str = _f("", "sweep name (Ray experiment, MLflow parent run); default "
                        "noise_vs_lr-<preset>")
-    address: str = _f("", "Ray cluster to join ('auto', 'ray://host:10001'); default: "
-                          "in-process Ray")
+    address: str = _f(os.environ.get("RAY_ADDRESS", ""),
+                      "Ray cluster to join ('auto', 'ray://host:10001'; `ray job submit` sets "
+                      "RAY_ADDRESS); default: in-process Ray")
     resume: bool = _f(False, "continue the interrupted sweep of this name")
 
     def __post_init__(self) -> None:
