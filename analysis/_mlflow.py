@@ -8,6 +8,7 @@ analysis does not import the sweep machinery, which pulls in Ray and torch).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -40,6 +41,7 @@ def read_mlflow(
     sweep: str | None = None,
 ) -> Sweep:
     """The sweep of `parent_run_id`, or of `experiment` (the latest sweep there, or `sweep`)."""
+    _check_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     notes: list[str] = []
     parent = _find_parent(client, experiment, parent_run_id, sweep, notes)
@@ -55,6 +57,15 @@ def read_mlflow(
     return Sweep(name=name, source=f"MLflow {tracking_uri}, parent run {parent.info.run_id}",
                  in_progress=running, trials=trials, params=dict(parent.data.params),
                  parent_run_id=parent.info.run_id, notes=notes)
+
+
+def _check_store(uri: str) -> None:
+    """A missing SQLite file would be created empty by MLflow: say where we looked instead."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ReportError(f"no MLflow store at {path.resolve()} (--tracking-uri {uri}); run "
+                              "from the directory the sweep ran in, or pass --tracking-uri")
 
 
 def _find_parent(client: MlflowClient, experiment: str | None, run_id: str | None,

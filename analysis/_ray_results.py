@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from ._data import (
 _logger = logging.getLogger(__name__)
 
 CONFIG_KEY = "trial_config"  # as trainable.CONFIG_KEY; not imported: it would pull in torch
-SWEEP_ONLY_KEYS = ("search.noise",)
+# Ray names a trial's directory <trainable>_<trial id>_<n>_<params>_<date>; ids are abcde_00012.
+TRIAL_DIR = re.compile(r"_(?P<id>[0-9a-f]{5}_\d{5})_\d+_")
 
 
 def read_ray_results(path: Path) -> Sweep:
@@ -89,9 +91,16 @@ def _trial(trial_dir: Path, notes: list[str]) -> Trial:
             elif key.startswith("init/"):
                 init[key] = float(value)
     last = records[-1] if records else {}
-    return Trial(trial_id=str(last.get("trial_id", trial_dir.name)), name=trial_dir.name,
+    return Trial(trial_id=str(last.get("trial_id") or trial_id_of(trial_dir.name)),
+                 name=trial_dir.name,
                  status=RUNNING, config=config, history=history, init=init,
                  wall_time_s=last.get("time_total_s"))
+
+
+def trial_id_of(dirname: str) -> str:
+    """The trial id in Ray's directory name (for a trial that never reported); else the name."""
+    match = TRIAL_DIR.search(dirname)
+    return match["id"] if match else dirname
 
 
 def _status(trial: Trial, trial_dir: Path, ended: bool) -> str:

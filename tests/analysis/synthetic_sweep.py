@@ -149,7 +149,7 @@ def write_ray_results(root: Path, trials: list[TrialSpec], *, ended: bool = True
     """`<root>/sweepA/` as Ray Tune leaves it (the files the report reads)."""
     sweep_dir = root / "sweepA"
     for n, spec in enumerate(trials):
-        d = sweep_dir / f"sweep_trial_{spec.trial_id}_{n:05d}_{n}_arch={spec.arch}"
+        d = sweep_dir / f"sweep_trial_{spec.trial_id}_{n}_arch={spec.arch}"
         d.mkdir(parents=True)
         (d / "params.json").write_text(json.dumps(spec.sampled()))
         lines = []
