@@ -33,6 +33,7 @@ TRIAL_ID_TAG = "ray.trial_id"
 SWEEP_TAG = "ghn_sweep.sweep"
 STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
+ORPHAN_TAG = "ghn_sweep.orphaned"
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
@@ -161,6 +162,7 @@ class MlflowTrackingCallback(tune.Callback):
                             trial_id)
             self._client.set_terminated(self._runs.pop(trial_id), status="KILLED")
         if self.parent_run_id is not None:
+            self._close_orphans()
             self._client.set_terminated(self.parent_run_id, status="FINISHED")
 
     @_guarded
@@ -172,6 +174,23 @@ class MlflowTrackingCallback(tune.Callback):
                 Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     # --- MLflow side ------------------------------------------------------------------------
+
+    def _close_orphans(self) -> None:
+        """Runs of trials that a killed driver started but never recorded in Tune's state.
+
+        A restored sweep does not know those trials (its searcher samples new ones instead), so
+        nothing else would ever close their runs.
+        """
+        orphans = self._client.search_runs(
+            [self._experiment_id],
+            filter_string=(f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and "
+                           "attributes.status = 'RUNNING'"))
+        for run in orphans:
+            _logger.warning("closing orphaned run %s (%s) KILLED", run.info.run_id,
+                            run.info.run_name)
+            self._client.set_tag(run.info.run_id, ORPHAN_TAG,
+                                 "the sweep's driver died before Tune recorded this trial")
+            self._client.set_terminated(run.info.run_id, status="KILLED")
 
     @_guarded
     def _connect(self) -> None:

@@ -171,3 +171,23 @@ def test_retried_trial_keeps_one_run(uri):
     (run,) = _children(uri)
     assert run.info.status == "FINISHED" and run.data.tags["ghn_sweep.retried"] == "true"
     assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2]
+
+
+def test_runs_of_trials_a_killed_driver_never_recorded_are_closed(uri):
+    """kill -9 of the driver can leave a started trial out of Tune's saved state; the resumed
+    sweep samples a new trial instead, and its end closes the old run KILLED, tagged."""
+    first = _callback(uri)
+    lost = FakeTrial("lost1", {"arch": "resnet18"})
+    first.on_trial_start(0, [], lost)  # then the driver dies: no end hook runs
+    resumed = _callback(uri)
+    kept = FakeTrial("kept1", {"arch": "resnet18", "optim.epochs": 1})
+    _play(resumed, kept, epochs=[1])
+    resumed.on_experiment_end([])
+    client = MlflowClient(uri)
+    runs = {r.data.tags[TRIAL_ID_TAG]: r for r in client.search_runs(
+        [client.get_experiment_by_name("exp").experiment_id],
+        filter_string="tags.`mlflow.parentRunId` != ''")}
+    assert runs["lost1"].info.status == "KILLED"
+    assert "ghn_sweep.orphaned" in runs["lost1"].data.tags
+    assert runs["kept1"].info.status == "FINISHED"
+    assert "ghn_sweep.orphaned" not in runs["kept1"].data.tags
