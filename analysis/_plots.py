@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from ._data import DIVERGED, FAILED, STOPPED_EARLY
-from ._summary import METHOD_LABELS, NoiseCurve, best_per_group, order_methods
+from ._summary import LR_WINDOW, METHOD_LABELS, NoiseCurve, best_per_group, order_methods
 
 PANEL = (4.2, 3.4)  # inches per panel
 COLORS = {"random": "tab:gray", "ghn": "tab:blue", "ghn+pp": "tab:orange",
@@ -94,8 +94,12 @@ def _heat_panel(ax: Axes, sub: pd.DataFrame, ylim: tuple[float, float], norm: No
     return mappable
 
 
-def noise_figure(curves: dict[str, NoiseCurve | None]) -> Figure:
-    """Test accuracy against beta at each arch's best GHN lr, with the no-noise and random lines."""
+def noise_figure(curves: dict[str, NoiseCurve | None],
+                 beta_range: tuple[float, float] | None = None) -> Figure:
+    """Test accuracy against beta at each arch's best GHN lr, with the no-noise and random lines.
+
+    `beta_range` (the sweep's sampled betas) fixes the x axis so panels compare at a glance.
+    """
     archs = list(curves) or ["(none)"]
     fig, axes = _grid(1, len(archs), "Test accuracy against noise strength, at each "
                       "architecture's best learning rate")
@@ -104,11 +108,11 @@ def noise_figure(curves: dict[str, NoiseCurve | None]) -> Figure:
         if curve is None:
             _empty(ax, f"{arch}: no GHN trial with an accuracy yet")
             continue
-        _noise_panel(ax, curve)
+        _noise_panel(ax, curve, beta_range)
     return fig
 
 
-def _noise_panel(ax: Axes, curve: NoiseCurve) -> None:
+def _noise_panel(ax: Axes, curve: NoiseCurve, beta_range: tuple[float, float] | None) -> None:
     pts = curve.points
     for orth, color in ((True, "tab:orange"), (False, "tab:purple")):
         sel = pts[pts["orth"].fillna(False) == orth]
@@ -127,7 +131,12 @@ def _noise_panel(ax: Axes, curve: NoiseCurve) -> None:
             ax.axhline(100 * value, color=COLORS[method], linestyle=style,
                        label=f"{METHOD_LABELS[method]} ({100 * value:.1f}%{where})")
     ax.set_xscale("log")
-    ax.set_title(f"{curve.arch}, lr ≈ {curve.lr:.2g} (x/÷ 2)")
+    if beta_range is not None:  # whole decades: a sub-decade log axis has no labelled tick
+        lo, hi = np.log10(beta_range)
+        ax.set_xlim(10 ** np.floor(lo - 0.05), 10 ** np.ceil(hi + 0.05))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = curve.lr / LR_WINDOW, curve.lr * LR_WINDOW
+    ax.set_title(f"{curve.arch}: trials at lr {lo:.2g}–{hi:.2g}\n(best GHN lr {curve.lr:.2g})")
     ax.set_xlabel("noise beta")
     ax.set_ylabel("test accuracy at best val epoch (%)")
     if pts.empty:

@@ -50,9 +50,11 @@ def build_report(sweep: Sweep, out: Path) -> Report:
     comp, acct = comparison(df), asha_accounting(df)
     archs = sorted(df["arch"].dropna().unique())
     noise = {arch: noise_curve(df, arch) for arch in archs}
+    betas = df.loc[df["beta"] > 0, "beta"]
+    beta_range = (float(betas.min()), float(betas.max())) if not betas.empty else None
     figures = {
         "heatmaps.png": _plots.heatmaps(df),
-        "noise_vs_beta.png": _plots.noise_figure(noise),
+        "noise_vs_beta.png": _plots.noise_figure(noise, beta_range),
         "learning_curves.png": _plots.learning_curves(df, cdf),
         "gains.png": _plots.gains_figure(comp),
         "asha.png": _plots.asha_figure(acct, df),
