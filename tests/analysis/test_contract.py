@@ -1,0 +1,69 @@
+"""The report reads what the sweep's real tracking callback writes (not only our synthetic copy)."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from analysis import read_mlflow, trials_table
+from sweeps.tracking import MlflowTrackingCallback
+from trainable import CONFIG_KEY, TAGS_KEY, TrialConfig
+
+
+class Trial:
+    """What the callback reads of a ray.tune Trial."""
+
+    def __init__(self, trial_id: str, **config):
+        self.trial_id, self.error_file = trial_id, None
+        self.config = {"optim.epochs": 3, **config}
+        self.resolved = TrialConfig.from_flat(
+            {k: v for k, v in self.config.items() if k != "search.noise"}).to_flat()
+
+    def __str__(self) -> str:
+        return f"sweep_trial_{self.trial_id}"
+
+
+def _report(cb, trial, epoch: int, val: float, diverged: float = 0.0) -> None:
+    result = {"epoch": float(epoch), "train/loss": 1.0, "train/acc": val, "val/loss": 1.0,
+              "val/acc": val, "test/acc": val - 0.01, "lr": 0.01, "epoch_time_s": 1.5,
+              "images_per_s": 10.0, "diverged": diverged, "training_iteration": epoch}
+    if epoch == 1:
+        result.update({CONFIG_KEY: trial.resolved, TAGS_KEY: {"device": "cpu"},
+                       "init/mean_abs_cos": 0.1})
+    cb.on_trial_result(0, [], trial, result)
+
+
+def test_report_reads_the_callbacks_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
+    cb = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1",
+                                sweep_params={"sweep.max_epochs": 3})
+    cb.setup()
+    done = Trial("t1", arch="resnet18", init="ghn", **{"optim.lr": 0.02, "postproc.beta": 3e-5,
+                                                       "postproc.orth": True})
+    stopped = Trial("t2", arch="resnet18", init="random", **{"optim.lr": 0.1})
+    diverged = Trial("t3", arch="resnet18", init="ghn", **{"optim.lr": 1.0})
+    failed = Trial("t4", arch="resnet18", init="ghn", **{"optim.lr": 0.05, "search.noise": False})
+    for t in (done, stopped, diverged, failed):
+        cb.on_trial_start(0, [], t)
+    for epoch, val in enumerate([0.3, 0.5, 0.4], start=1):
+        _report(cb, done, epoch, val)
+    _report(cb, stopped, 1, 0.2)
+    _report(cb, diverged, 1, 0.1, diverged=1.0)
+    for t in (done, stopped, diverged):
+        cb.on_trial_complete(0, [], t)
+    cb.on_trial_error(0, [], failed)
+
+    sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
+    assert sweep.in_progress  # the parent run is open until the experiment ends
+    cb.on_experiment_end([])
+    sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
+    assert not sweep.in_progress and sweep.name == "s1"
+    rows = {r["trial_id"]: r for r in trials_table(sweep).to_pylist()}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "t1": "finished", "t2": "stopped_early", "t3": "diverged", "t4": "failed"}
+    t1 = rows["t1"]
+    assert (t1["method"], t1["beta"], t1["orth"], t1["lr"], t1["epochs_planned"]) == (
+        "ghn+pp", 3e-5, True, 0.02, 3)
+    assert (t1["best_val_acc"], t1["best_epoch"], t1["test_acc_at_best"]) == (0.5, 2, 0.49)
+    assert t1["train_time_s"] == 4.5 and t1["init_mean_abs_cos"] == 0.1
+    assert (rows["t4"]["lr"], rows["t4"]["beta"], rows["t4"]["method"]) == (0.05, 0.0, "ghn")
