@@ -36,6 +36,14 @@ def _empty(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
+def decades(values: pd.Series) -> tuple[float, float]:
+    """Axis limits on whole decades around positive values: every panel gets labelled ticks."""
+    v = values[values > 0]
+    if v.empty:
+        return 1e-4, 1.0
+    return 10 ** np.floor(np.log10(v.min()) - 0.05), 10 ** np.ceil(np.log10(v.max()) + 0.05)
+
+
 def zero_beta_position(df: pd.DataFrame) -> float:
     """Where beta = 0 sits on a log axis: a decade below the smallest sampled beta."""
     positive = df.loc[df["beta"] > 0, "beta"]
@@ -60,6 +68,7 @@ def heatmaps(df: pd.DataFrame) -> Figure:
             _empty(ax, f"{arch} / {init}: no trial")
             continue
         mappable = _heat_panel(ax, sub, (y0, top), norm) or mappable
+        ax.set_xlim(*decades(df["lr"]))
         ax.set_title(f"{arch} / {init} ({len(sub)} trials)")
     if mappable is not None:
         fig.colorbar(mappable, ax=axes.ravel().tolist(), label="best validation accuracy (%)")
@@ -88,6 +97,7 @@ def _heat_panel(ax: Axes, sub: pd.DataFrame, ylim: tuple[float, float], norm: No
     decades = 10.0 ** np.arange(np.ceil(np.log10(y0 * 5)), np.floor(np.log10(top)) + 1)
     ax.set_yticks([y0, *decades], ["0 (no noise)", *[f"{t:.0e}" for t in decades]])
     ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("learning rate")
     ax.set_ylabel("noise beta")
     ax.legend(fontsize="x-small", loc="upper left")
@@ -132,8 +142,7 @@ def _noise_panel(ax: Axes, curve: NoiseCurve, beta_range: tuple[float, float] | 
                        label=f"{METHOD_LABELS[method]} ({100 * value:.1f}%{where})")
     ax.set_xscale("log")
     if beta_range is not None:  # whole decades: a sub-decade log axis has no labelled tick
-        lo, hi = np.log10(beta_range)
-        ax.set_xlim(10 ** np.floor(lo - 0.05), 10 ** np.ceil(hi + 0.05))
+        ax.set_xlim(*decades(pd.Series(beta_range)))
         ax.xaxis.set_minor_formatter(NullFormatter())
     lo, hi = curve.lr / LR_WINDOW, curve.lr * LR_WINDOW
     ax.set_title(f"{curve.arch}: trials at lr {lo:.2g}–{hi:.2g}\n(best GHN lr {curve.lr:.2g})")

@@ -29,8 +29,9 @@ from ._data import (
 _logger = logging.getLogger(__name__)
 
 CONFIG_KEY = "trial_config"  # as trainable.CONFIG_KEY; not imported: it would pull in torch
-# Ray names a trial's directory <trainable>_<trial id>_<n>_<params>_<date>; ids are abcde_00012.
-TRIAL_DIR = re.compile(r"_(?P<id>[0-9a-f]{5}_\d{5})_\d+_")
+# Ray names a trial's directory <trainable>_<trial id>_<n>_<params>_<date>; ids are abcde_00012,
+# or 8 hex digits when a searcher (our OptunaSearch) creates the trials.
+TRIAL_DIR = re.compile(r"_(?P<id>[0-9a-f]{5}_\d{5}|[0-9a-f]{8})_\d+_")
 
 
 def read_ray_results(path: Path) -> Sweep:

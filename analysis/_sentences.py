@@ -95,6 +95,9 @@ def trend_sentence(comp: pd.DataFrame) -> list[str]:
     if len(gains) < 2:
         return []
     hi, lo = gains.index[0], gains.index[-1]
+    if gains[hi] - gains[lo] < TIE_POINTS:
+        return [f"The gain of GHN (+ post-processing) over random init is the same "
+                f"({gains[hi]:+.1f} points) for {', '.join(gains.index)}."]
     return [f"The gain of GHN (+ post-processing) over random init is largest for {hi} "
             f"({gains[hi]:+.1f} points) and smallest for {lo} ({gains[lo]:+.1f} points)."]
 

@@ -36,6 +36,9 @@ def test_same_numbers_as_from_mlflow(synthetic, report, tmp_path, capsys):
 def test_trial_id_from_ray_directory_name():
     name = "sweep_trial_a1b2c_00006_6_arch=resnet50,init=ghn_2026-11-28_15-00-00"
     assert trial_id_of(name) == "a1b2c_00006"
+    name = "sweep_trial_30334f19_10_arch=mobilenet_v2,data_n_shots=10_2026-11-28_15-19-56"
+    assert trial_id_of(name) == "30334f19"
+    assert trial_id_of("something_else") == "something_else"
 
 
 def test_snapshot_while_the_sweep_runs(synthetic, tmp_path):
