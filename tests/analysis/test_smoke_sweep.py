@@ -1,0 +1,48 @@
+"""The report on a real smoke sweep (CPU, shared CIFAR subset), read from MLflow and from Ray."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.report import main
+
+REPO = Path(__file__).resolve().parents[2]
+COLUMNS = ["trial_id", "status", "epochs_run", "best_val_acc", "test_acc_at_best", "lr", "beta",
+           "method"]
+
+
+@pytest.mark.slow
+def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--dataset", str(cifar_jpeg_dir),
+         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"), "--n-shots", "10",
+         "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri,
+         "--num-samples", "6", "--max-epochs", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"),
+             "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["--experiment", "ghn-sweep", "--tracking-uri", uri,
+                 "--out", str(tmp_path / "m")]) == 0
+    assert "sweep noise_vs_lr-smoke: 6 trials, finished" in capsys.readouterr().out
+    assert main(["--results", str(tmp_path / "ray_results" / "noise_vs_lr-smoke"),
+                 "--out", str(tmp_path / "r")]) == 0
+    from_mlflow, from_ray = (
+        pq.read_table(tmp_path / d / "trials.parquet").to_pandas()[COLUMNS]
+        .sort_values("trial_id").reset_index(drop=True) for d in ("m", "r"))
+    pd.testing.assert_frame_equal(from_mlflow, from_ray)
+    assert set(from_mlflow["method"]) >= {"random", "ghn"}  # the baselines ran
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("ghn-sweep").experiment_id],
+                                filter_string="tags.`ghn_sweep.sweep` = 'noise_vs_lr-smoke'")[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "analysis")}
+    assert {"analysis/report.md", "analysis/trials.parquet", "analysis/heatmaps.png"} <= logged
