@@ -78,5 +78,5 @@ def test_relative_paths_become_absolute(reference_dir, monkeypatch):
     """Trials run in their own directories: a relative --dataset or --ghn must still work."""
     monkeypatch.chdir(reference_dir.parent)
     cfg = parse_args(["--ghn", "reference/ghn2_random_imagenet_seed0.pt"])
-    assert cfg.ghn == str(reference_dir / "ghn2_random_imagenet_seed0.pt")
+    assert cfg.ghn == str((reference_dir / "ghn2_random_imagenet_seed0.pt").resolve())
     assert Path(cfg.ghn).is_absolute()
