@@ -62,11 +62,15 @@ def test_failing_trial_is_retried_from_its_checkpoint(tmp_path, reference_dir, c
         ray.shutdown()
     assert marker.exists()  # the fault happened
     (result,) = grid
-    assert result.error is None
-    assert result.metrics_dataframe["epoch"].tolist() == [1.0, 2.0, 3.0]  # epoch 3 once
+    assert result.error is None and result.metrics["epoch"] == 3
+    # Ray rewrites progress.csv from storage when it restarts a trial, so rows reported after the
+    # last storage sync can be missing there; no epoch may appear twice, though.
+    epochs = result.metrics_dataframe["epoch"].tolist()
+    assert epochs[-1] == 3.0 and len(epochs) == len(set(epochs))
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("faults")
     (run,) = client.search_runs([exp.experiment_id], "tags.`mlflow.parentRunId` != ''")
     assert run.info.status == "FINISHED" and run.data.tags.get("ghn_sweep.retried") == "true"
+    # The MLflow run is the complete record: each epoch once, so the retry resumed after epoch 2.
     assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch")] == [1, 2, 3]
     assert os.path.exists(tmp_path / "ray" / cfg.sweep_name)
