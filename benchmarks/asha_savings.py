@@ -20,7 +20,8 @@ import ray
 from ray import tune
 
 from sweeps._config import SweepConfig
-from sweeps._run import METRIC, MODE, build_tuner, sweep_trial
+from sweeps._run import METRIC, MODE, build_tuner
+from sweeps._trial import sweep_trial
 
 
 def _replay(config: dict, sweep: SweepConfig, configs: list[dict]) -> None:

@@ -4,7 +4,9 @@ Claim: a sweep of 8 trials x 3 epochs on CPU spends <= 10% of its wall time outs
 Trials run one at a time (each gets both cores), so the sweep's wall time (Tuner.fit, after Ray
 has started) is comparable with the sum of the trials' own time (Ray's `time_total_s`, which
 includes each trial's data and model setup). Overhead = wall / sum - 1: scheduling, Optuna,
-checkpoint syncing, MLflow logging. Ray's start-up, once per session, is printed apart.
+checkpoint syncing, MLflow logging. Ray's start-up, once per session, is printed apart, and the
+overhead is split into the one-off start-up (Tuner.fit until the first trial's code runs: MLflow
+and Optuna set-up, the first worker process importing torch) and the rest, per trial.
 Prints, last, `sweep_overhead=<fraction>`.
 
     python benchmarks/sweep_overhead.py --dataset ../shared/data/cifar10-jpeg \
@@ -19,11 +21,24 @@ import tempfile
 import time
 
 import ray
+from ray import tune
 
 from sweeps._config import SweepConfig
 from sweeps._progress import ProgressCallback
 from sweeps._run import METRIC, build_tuner
 from sweeps.tracking import MlflowTrackingCallback
+
+
+class FirstResult(tune.Callback):
+    """When the driver saw the first result, and that result's own time (the trial's set-up and
+    first epoch): their difference is when the first trial's code started."""
+
+    def __init__(self) -> None:
+        self.first_trial_start: float | None = None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if self.first_trial_start is None:
+            self.first_trial_start = time.perf_counter() - result["time_this_iter_s"]
 
 
 def main() -> None:
@@ -45,7 +60,8 @@ def main() -> None:
         ray_start = time.perf_counter() - start
         tracking = MlflowTrackingCallback(tracking_uri=cfg.tracking_uri, experiment="bench",
                                           sweep=cfg.sweep_name)
-        callbacks = [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking)]
+        first = FirstResult()
+        callbacks = [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking), first]
         start = time.perf_counter()
         grid = build_tuner(cfg, callbacks).fit()
         wall = time.perf_counter() - start
@@ -53,8 +69,12 @@ def main() -> None:
     frames = [r.metrics_dataframe for r in grid]
     trials = sum(float(df["time_this_iter_s"].sum()) for df in frames)
     epochs = sum(len(df) for df in frames)
+    startup = first.first_trial_start - start
+    per_trial = (wall - trials - startup) / len(grid)
     print(f"ray_start_s={ray_start:.1f} sweep_wall_s={wall:.1f} trials_sum_s={trials:.1f} "
           f"trials={len(grid)} epochs={epochs:.0f}")
+    print(f"startup_s={startup:.1f} per_trial_overhead_s={per_trial:.2f} "
+          f"overhead_after_startup={(wall - startup) / trials - 1:.3f}")
     print(f"sweep_overhead={wall / trials - 1:.3f}")
 
 

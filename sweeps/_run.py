@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pyarrow as pa
@@ -19,21 +18,17 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from ghn import resolve_checkpoint
-from trainable import prepare_data, run_trial
+from trainable import prepare_data
 
 from ._config import SweepConfig, parse_args
 from ._progress import ProgressCallback
 from ._space import SearchSpace, baselines, fixed_values, trial_config
+from ._trial import sweep_trial
 from .tracking import MlflowTrackingCallback
 
 _logger = logging.getLogger(__name__)
 
 METRIC, MODE = "val/acc", "max"  # declared once: ASHA, TPE and the best-trial summary use it
-
-
-def sweep_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
-    """The function Tune runs: a sampled config becomes a full TrialConfig, then one trial."""
-    run_trial(trial_config(config, sweep).to_flat())
 
 
 def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,7 @@ def _guarded(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(self: MlflowTrackingCallback, *args: Any, **kwargs: Any) -> Any:
+        self._wait_connected()
         if self._disabled:
             return None
         try:
@@ -78,7 +80,8 @@ class MlflowTrackingCallback(tune.Callback):
         self._client: MlflowClient | None = None
         self._disabled = False
         self._experiment_id: str | None = None
-        self.parent_run_id: str | None = None
+        self._parent_run_id: str | None = None
+        self._connecting: threading.Thread | None = None
         self._runs: dict[str, str] = {}  # trial id -> MLflow run id
         self._last_epoch: dict[str, int] = {}  # trial id -> last epoch logged
         self._planned: dict[str, int] = {}  # trial id -> optim.epochs, once known
@@ -97,8 +100,20 @@ class MlflowTrackingCallback(tune.Callback):
     # --- Tune hooks -------------------------------------------------------------------------
 
     def setup(self, **info: Any) -> None:
-        """Connect, and open (or, after a restore, reopen) the sweep's parent run."""
-        self._connect()
+        """Connect, and open (or, after a restore, reopen) the sweep's parent run.
+
+        In the background: creating a fresh MLflow store takes seconds, and the first trial's
+        worker can start meanwhile. Every hook waits for the connection before it logs.
+        """
+        self._connecting = threading.Thread(target=self._connect, name="mlflow-connect",
+                                            daemon=True)
+        self._connecting.start()
+
+    @property
+    def parent_run_id(self) -> str | None:
+        """The sweep's parent run, once connected; None when tracking is off."""
+        self._wait_connected()
+        return self._parent_run_id
 
     @_guarded
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -192,8 +207,17 @@ class MlflowTrackingCallback(tune.Callback):
                                  "the sweep's driver died before Tune recorded this trial")
             self._client.set_terminated(run.info.run_id, status="KILLED")
 
-    @_guarded
+    def _wait_connected(self) -> None:
+        if self._connecting is not None:
+            self._connecting.join()
+
     def _connect(self) -> None:
+        try:
+            self._open_parent_run()
+        except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
+            self._disable(e)
+
+    def _open_parent_run(self) -> None:
         _probe(self.tracking_uri)
         client = MlflowClient(tracking_uri=self.tracking_uri)
         exp = client.get_experiment_by_name(self.experiment)
@@ -204,14 +228,14 @@ class MlflowTrackingCallback(tune.Callback):
             filter_string=f"tags.`{SWEEP_TAG}` = '{_quote(self.sweep)}'",
             max_results=1)
         if found:
-            self.parent_run_id = found[0].info.run_id
-            client.update_run(self.parent_run_id, status="RUNNING")
-            _logger.info("continuing parent run %s of sweep %s", self.parent_run_id, self.sweep)
+            self._parent_run_id = found[0].info.run_id
+            client.update_run(self._parent_run_id, status="RUNNING")
+            _logger.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
             run = client.create_run(self._experiment_id, run_name=self.sweep,
                                     tags={SWEEP_TAG: self.sweep})
-            self.parent_run_id = run.info.run_id
-            _log_params(client, self.parent_run_id, self.sweep_params)
+            self._parent_run_id = run.info.run_id
+            _log_params(client, self._parent_run_id, self.sweep_params)
         self._client = client
 
     def _ensure_run(self, trial: Any) -> str:

@@ -25,7 +25,7 @@ def _fails_once_after_epoch_2(marker: str):
 
         from ray import tune
 
-        from sweeps._run import sweep_trial
+        from sweeps._trial import sweep_trial
 
         if not os.path.exists(marker):
             real = tune.report
