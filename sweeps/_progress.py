@@ -17,21 +17,22 @@ class ProgressCallback(tune.Callback):
     """Counts trials by state and tracks the best `metric`; prints one line per change.
 
     With `tracking`, the counts and the best value are logged as metrics of the sweep's parent
-    run (step = number of ended trials), so the MLflow UI shows the sweep's progress too.
+    run (step = number of ended trials), and the best trial's name and sampled config as its tags
+    ``best.*``, so the MLflow UI shows the sweep's progress and its best configuration so far.
     """
 
     def __init__(self, metric: str, max_epochs: int,
                  tracking: MlflowTrackingCallback | None = None) -> None:
         self.metric, self.max_epochs, self.tracking = metric, max_epochs, tracking
         self.ended: dict[str, str] = {}  # trial id -> finished | stopped early | failed
-        self.best: tuple[float, dict] | None = None
+        self.best: tuple[float, dict, str] | None = None  # value, sampled config, trial name
         self._last_line = ""
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and (self.best is None or value > self.best[0]):
-            self.best = (float(value), dict(trial.config))
+            self.best = (float(value), dict(trial.config), str(trial))
             self._show(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -55,14 +56,17 @@ class ProgressCallback(tune.Callback):
         counts = self.counts(trials)
         line = " · ".join(f"{n} {state}" for state, n in counts.items())
         if self.best is not None:
-            value, config = self.best
+            value, config, _ = self.best
             what = " ".join(fmt.format(config[k]) for k, fmt in SHOWN if k in config)
             line += f" | best {self.metric} {value:.3f} ({what})"
         if line != self._last_line:
             print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
             self._last_line = line
             if self.tracking is not None:
-                best = {f"best_{self.metric}": self.best[0]} if self.best else {}
-                self.tracking.log_sweep_metrics(
-                    {f"trials_{k.replace(' ', '_')}": v for k, v in counts.items()} | best,
-                    step=len(self.ended))
+                metrics = {f"trials_{k.replace(' ', '_')}": v for k, v in counts.items()}
+                best = None
+                if self.best is not None:
+                    value, config, name = self.best
+                    metrics[f"best_{self.metric}"] = value
+                    best = {"trial": name, self.metric: value, **config}
+                self.tracking.log_sweep_progress(metrics, step=len(self.ended), best=best)

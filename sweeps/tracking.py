@@ -181,12 +181,16 @@ class MlflowTrackingCallback(tune.Callback):
             self._client.set_terminated(self.parent_run_id, status="FINISHED")
 
     @_guarded
-    def log_sweep_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Progress of the whole sweep (trial counts, best so far) on the parent run."""
+    def log_sweep_progress(self, metrics: dict[str, float], step: int,
+                           best: dict[str, Any] | None = None) -> None:
+        """Progress of the whole sweep on the parent run: ``metrics`` (trial counts, best value)
+        at ``step``, and the best trial so far as tags ``best.<key>``, overwritten as it changes."""
         if self.parent_run_id is not None:
             now = int(time.time() * 1000)
-            self._client.log_batch(self.parent_run_id, metrics=[
-                Metric(k, float(v), now, step) for k, v in metrics.items()])
+            self._client.log_batch(
+                self.parent_run_id,
+                metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                tags=[RunTag(f"best.{k}", str(v)) for k, v in (best or {}).items()])
 
     # --- MLflow side ------------------------------------------------------------------------
 

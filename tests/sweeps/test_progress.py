@@ -1,0 +1,57 @@
+"""The progress view: counts by state, best so far, and their mirror on the parent run."""
+
+from mlflow.tracking import MlflowClient
+
+from sweeps._progress import ProgressCallback
+from sweeps.tracking import MlflowTrackingCallback
+
+
+class FakeTrial:
+    """The attributes of ray.tune.experiment.Trial the callbacks read."""
+
+    def __init__(self, trial_id, **config):
+        self.trial_id, self.config, self.status = trial_id, config, "RUNNING"
+        self.last_result, self.error_file = {}, None
+
+    def __str__(self):
+        return f"sweep_trial_{self.trial_id}"
+
+
+def _report(cb, trials, trial, epoch, acc):
+    trial.last_result = {"epoch": float(epoch), "val/acc": acc}
+    cb.on_trial_result(0, trials, trial, trial.last_result)
+
+
+def test_counts_best_and_parent_run(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s")
+    tracking.setup()
+    cb = ProgressCallback("val/acc", max_epochs=3, tracking=tracking)
+    a = FakeTrial("a", arch="resnet18", init="ghn", **{"optim.lr": 0.01, "postproc.beta": 3e-5})
+    b = FakeTrial("b", arch="resnet18", init="random", **{"optim.lr": 0.1})
+    c = FakeTrial("c", arch="resnet18", init="random", **{"optim.lr": 0.5})
+    trials = [a, b, c]
+    _report(cb, trials, a, 1, 0.30)
+    _report(cb, trials, b, 1, 0.40)
+    _report(cb, trials, a, 2, 0.35)  # not better than b: best stays b
+    cb.on_trial_complete(0, trials, b)  # ended after epoch 1 of 3: stopped early
+    _report(cb, trials, a, 3, 0.50)
+    cb.on_trial_complete(0, trials, a)
+    cb.on_trial_error(0, trials, c)
+    for t in trials:
+        t.status = "TERMINATED"
+
+    assert cb.counts(trials) == {"running": 0, "finished": 1, "stopped early": 1, "failed": 1}
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "0 running · 1 finished · 1 stopped early · 1 failed" in last
+    assert "best val/acc 0.500 (resnet18 ghn lr=0.01 beta=3e-05)" in last
+
+    parent = MlflowClient(uri).get_run(tracking.parent_run_id)
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["best.trial"] == "sweep_trial_a" and tags["best.val/acc"] == "0.5"
+    assert (tags["best.init"], tags["best.optim.lr"]) == ("ghn", "0.01")
+    assert metrics["best_val/acc"] == 0.5
+    assert (metrics["trials_finished"], metrics["trials_stopped_early"],
+            metrics["trials_failed"]) == (1, 1, 1)
+    history = MlflowClient(uri).get_metric_history(tracking.parent_run_id, "best_val/acc")
+    assert {m.value for m in history} == {0.3, 0.4, 0.5}  # each improvement, as it came
