@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ COLUMNS = ["trial_id", "status", "epochs_run", "best_val_acc", "test_acc_at_best
 
 
 @pytest.mark.slow
-def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir, capsys):
+def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.run(
         [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--dataset", str(cifar_jpeg_dir),
@@ -31,9 +32,15 @@ def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir, capsys
         env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"),
              "RAY_AUTH_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert main(["--experiment", "ghn-sweep", "--tracking-uri", uri,
-                 "--out", str(tmp_path / "m")]) == 0
-    assert "sweep noise_vs_lr-smoke: 6 trials, finished" in capsys.readouterr().out
+    # The report command the sweep prints at its end, run as printed (from this checkout).
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Report it: ")]
+    python, script, *args = shlex.split(line.removeprefix("Report it: "))
+    assert (python, script) == ("python", "analysis/report.py")
+    report = subprocess.run([sys.executable, str(REPO / script), *args, "--out",
+                             str(tmp_path / "m")], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "sweep noise_vs_lr-smoke: 6 trials, finished" in report.stdout
     assert main(["--results", str(tmp_path / "ray_results" / "noise_vs_lr-smoke"),
                  "--out", str(tmp_path / "r")]) == 0
     from_mlflow, from_ray = (
