@@ -140,6 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     _finish(cfg, result_grid, tracking, cfg.results_dir or Path.cwd() / cfg.sweep_name)
     print(f"sweep took {time.time() - start:.0f} s. Browse it: mlflow ui --backend-store-uri "
           f"{cfg.tracking_uri}")
-    print(f"Report it: python analysis/report.py --experiment {shlex.quote(cfg.experiment)} "
+    print(f"Report it: python -m analysis.report --experiment {shlex.quote(cfg.experiment)} "
           f"--sweep {shlex.quote(cfg.sweep_name)} --tracking-uri {shlex.quote(cfg.tracking_uri)}")
     return 0

@@ -32,13 +32,12 @@ def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir):
         env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"),
              "RAY_AUTH_MODE": "disabled"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # The report command the sweep prints at its end, run as printed (from this checkout).
+    # The report command the sweep prints at its end, run as printed, where the sweep ran.
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Report it: ")]
-    python, script, *args = shlex.split(line.removeprefix("Report it: "))
-    assert (python, script) == ("python", "analysis/report.py")
-    report = subprocess.run([sys.executable, str(REPO / script), *args, "--out",
-                             str(tmp_path / "m")], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600)
+    python, *args = shlex.split(line.removeprefix("Report it: "))
+    assert python == "python" and args[:2] == ["-m", "analysis.report"]
+    report = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "m")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     assert "sweep noise_vs_lr-smoke: 6 trials, finished" in report.stdout
     assert main(["--results", str(tmp_path / "ray_results" / "noise_vs_lr-smoke"),

@@ -48,7 +48,7 @@ def test_smoke_sweep_end_to_end(tmp_path, reference_dir, cifar_jpeg_dir):
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best val/acc" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
-    assert "analysis/report.py --experiment ghn-sweep --sweep noise_vs_lr-smoke" in proc.stdout
+    assert "analysis.report --experiment ghn-sweep --sweep noise_vs_lr-smoke" in proc.stdout
     client, exp, parents, children = _runs(tmp_path)
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
