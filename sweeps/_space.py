@@ -22,7 +22,8 @@ PAPER_BETA = 3e-5  # the paper's recipe: beta 3e-5 + orthogonalisation
 def fixed_values(cfg: SweepConfig) -> dict[str, Any]:
     """Values every trial shares, as flat TrialConfig keys."""
     return {"ghn": cfg.ghn, "data.dataset": cfg.dataset, "data.n_shots": cfg.n_shots,
-            "optim.epochs": cfg.max_epochs, "seed": cfg.seed,
+            "optim.epochs": cfg.max_epochs, "checkpoint_every": cfg.checkpoint_every,
+            "seed": cfg.seed,
             "device": "auto" if cfg.gpus_per_trial > 0 else "cpu"}
 
 

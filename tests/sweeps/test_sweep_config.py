@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeps._config import PRESETS, SweepConfig, parse_args
-from sweeps._space import NOISE, baselines, trial_config
+from sweeps._space import NOISE, baselines, fixed_values, trial_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +32,7 @@ def test_preset_then_flags():
     (["--address", "ray://head:10001"],
      "--storage: a local path cannot be shared by the nodes of a cluster"),
     (["--num-samples", "0"], "--num-samples: must be >= 1"),
+    (["--checkpoint-every", "0"], "--checkpoint-every: must be >= 1"),
     (["--gpus-per-trial", "1.5"], "above 1 it must be a whole number"),
     (["--preset", "paper", "--archs", "resnet18"], "the paper recipe exists for"),
 ])
@@ -67,11 +68,18 @@ def test_baselines_cover_random_no_postproc_and_the_paper_recipe(reference_dir):
 def test_paper_preset_uses_each_architectures_recipe():
     cfg = parse_args(["--preset", "paper"])
     sampled = {"optim.lr": 0.02, "init": "ghn", "postproc.beta": 1e-5, "postproc.orth": True}
-    resnet = trial_config({**sampled, "arch": "resnet50"}, cfg)
-    convnext = trial_config({**sampled, "arch": "convnext_base"}, cfg)
+    resnet = trial_config({**sampled, **fixed_values(cfg), "arch": "resnet50"}, cfg)
+    convnext = trial_config({**sampled, **fixed_values(cfg), "arch": "convnext_base"}, cfg)
     assert (resnet.optim.name, resnet.optim.batch_size) == ("sgd", 96)
     assert (convnext.optim.name, convnext.optim.batch_size) == ("adamw", 48)
     assert resnet.optim.lr == convnext.optim.lr == 0.02
+    assert resnet.checkpoint_every == convnext.checkpoint_every == 30  # not every epoch
+
+
+def test_checkpoint_every_reaches_the_trial():
+    cfg = parse_args(["--checkpoint-every", "2"])
+    sampled = {"arch": "resnet18", "optim.lr": 0.01, "init": "random"}
+    assert trial_config({**sampled, **fixed_values(cfg)}, cfg).checkpoint_every == 2
 
 
 def test_relative_paths_become_absolute(reference_dir, monkeypatch):
