@@ -100,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "gpus_per_trial": 1.0, "cpus_per_trial": 4.0, "max_concurrent": 16,
               "grace_period": 30, "reduction_factor": 3,
               # A checkpoint is the model and optimiser state (~1 GB for convnext_base with
-              # AdamW), written to shared storage: every 30 epochs, not every ~1 s GPU epoch.
+              # AdamW), written to shared storage: every 30 epochs, not after each GPU epoch.
               "checkpoint_every": 30},
 }
 
