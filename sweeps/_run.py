@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     _prepare(cfg)
     if not cfg.address:  # in-process Ray: silence its token-auth note (clusters keep auth on)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Checkpointing every epoch is deliberate (resume loses nothing); don't warn about it.
+    # Checkpointing every epoch (--checkpoint-every 1) is deliberate; don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Workers' logs stay in the results dir; failures still reach this terminal through Tune.
     ray.init(address=cfg.address or None, logging_level=logging.WARNING, log_to_driver=False,
@@ -142,4 +143,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{cfg.tracking_uri}")
     print(f"Report it: python -m analysis.report --experiment {shlex.quote(cfg.experiment)} "
           f"--sweep {shlex.quote(cfg.sweep_name)} --tracking-uri {shlex.quote(cfg.tracking_uri)}")
+    ended = result_grid.num_terminated + result_grid.num_errors
+    if ended < cfg.num_samples:  # Ctrl-C (or a stop signal): what ran is kept, the rest can follow
+        args = list(sys.argv[1:] if argv is None else argv)
+        again = shlex.join(["python", sys.argv[0], *args, *([] if cfg.resume else ["--resume"])])
+        print(f"interrupted: {ended} of {cfg.num_samples} trials ended. Continue it: {again}")
+        return 130
     return 0

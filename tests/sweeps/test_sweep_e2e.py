@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -83,10 +84,14 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path, reference_dir, c
         if "2 finished" in line or time.time() > deadline:
             proc.send_signal(signal.SIGINT)
             break
-    proc.communicate(timeout=300)
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, rest[-3000:]  # interrupted, and says how to continue
     _, _, _, children = _runs(tmp_path)
     assert 2 <= len(children) < 6  # interrupted mid-way
-    resumed = subprocess.run([*argv, "--resume"], cwd=tmp_path, env=_env(tmp_path),
+    (line,) = [ln for ln in rest.splitlines() if "Continue it: " in ln]
+    python, *command = shlex.split(line.split("Continue it: ", 1)[1])
+    assert python == "python" and command == [*argv[1:], "--resume"]
+    resumed = subprocess.run([sys.executable, *command], cwd=tmp_path, env=_env(tmp_path),
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client, _, parents, children = _runs(tmp_path)
