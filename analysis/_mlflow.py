@@ -51,7 +51,9 @@ def read_mlflow(
     if others > 0:
         notes.append(f"{others} other run(s) in the experiment (other sweeps) were left out.")
     trials = [_trial(client, run) for run in children]
-    running = parent.info.status == "RUNNING" or any(t.status == RUNNING for t in trials)
+    # KILLED: the sweep was stopped (Ctrl-C) and may be resumed; its report is a snapshot.
+    running = (parent.info.status in ("RUNNING", "KILLED")
+               or any(t.status in (RUNNING, INTERRUPTED) for t in trials))
     name = parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent.info.run_id
     _logger.info("sweep %s: %d trials from parent run %s", name, len(trials), parent.info.run_id)
     return Sweep(name=name, source=f"MLflow {tracking_uri}, parent run {parent.info.run_id}",

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = build_report(sweep, args.out or Path("reports") / sweep.name)
-    state = "snapshot (still running)" if sweep.in_progress else "finished"
+    state = "snapshot (running or interrupted)" if sweep.in_progress else "finished"
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials, {state}")
     for sentence in report.sentences:
         print(f"  {sentence}")

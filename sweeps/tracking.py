@@ -35,6 +35,8 @@ SWEEP_TAG = "ghn_sweep.sweep"
 STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
 ORPHAN_TAG = "ghn_sweep.orphaned"
+INTERRUPTED_TAG = "ghn_sweep.interrupted"  # on the parent and open runs of a stopped sweep
+ENDED = ("TERMINATED", "ERROR")  # Tune's final trial states
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
@@ -172,13 +174,21 @@ class MlflowTrackingCallback(tune.Callback):
 
     @_guarded
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Close what is open: FINISHED when every trial ended, else KILLED and tagged
+        interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag."""
         for trial_id in list(self._runs):
             _logger.warning("trial %s ended without a final status; closing its run KILLED",
                             trial_id)
-            self._client.set_terminated(self._runs.pop(trial_id), status="KILLED")
+            run_id = self._runs.pop(trial_id)
+            self._client.set_tag(run_id, INTERRUPTED_TAG, "true")
+            self._client.set_terminated(run_id, status="KILLED")
         if self.parent_run_id is not None:
             self._close_orphans()
-            self._client.set_terminated(self.parent_run_id, status="FINISHED")
+            if any(t.status not in ENDED for t in trials):
+                self._client.set_tag(self.parent_run_id, INTERRUPTED_TAG, "true")
+                self._client.set_terminated(self.parent_run_id, status="KILLED")
+            else:
+                self._client.set_terminated(self.parent_run_id, status="FINISHED")
 
     @_guarded
     def log_sweep_progress(self, metrics: dict[str, float], step: int,
@@ -233,7 +243,7 @@ class MlflowTrackingCallback(tune.Callback):
             max_results=1)
         if found:
             self._parent_run_id = found[0].info.run_id
-            client.update_run(self._parent_run_id, status="RUNNING")
+            _reopen(client, found[0])
             _logger.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
             run = client.create_run(self._experiment_id, run_name=self.sweep,
@@ -254,7 +264,7 @@ class MlflowTrackingCallback(tune.Callback):
             max_results=1)
         if found:
             run_id = found[0].info.run_id
-            self._client.update_run(run_id, status="RUNNING")
+            _reopen(self._client, found[0])
             self._last_epoch[trial_id] = int(found[0].data.metrics.get("epoch", 0))
             if "optim.epochs" in found[0].data.params:
                 self._planned[trial_id] = int(found[0].data.params["optim.epochs"])
@@ -288,6 +298,13 @@ class MlflowTrackingCallback(tune.Callback):
             "MLflow tracking at %s is unavailable (%s: %s). Training continues; metrics are kept "
             "only in Ray Tune's results. No further MLflow calls will be made by this driver.",
             self.tracking_uri, type(error).__name__, error)
+
+
+def _reopen(client: MlflowClient, run: Any) -> None:
+    """A run continued after a restore: RUNNING again, and no longer marked interrupted."""
+    client.update_run(run.info.run_id, status="RUNNING")
+    if INTERRUPTED_TAG in run.data.tags:
+        client.delete_tag(run.info.run_id, INTERRUPTED_TAG)
 
 
 def _metrics(result: dict, epoch: int) -> list[Metric]:

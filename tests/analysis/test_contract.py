@@ -67,3 +67,23 @@ def test_report_reads_the_callbacks_runs(tmp_path):
     assert (t1["best_val_acc"], t1["best_epoch"], t1["test_acc_at_best"]) == (0.5, 2, 0.49)
     assert t1["train_time_s"] == 4.5 and t1["init_mean_abs_cos"] == 0.1
     assert (rows["t4"]["lr"], rows["t4"]["beta"], rows["t4"]["method"]) == (0.05, 0.0, "ghn")
+
+
+def test_an_interrupted_sweep_reads_as_a_snapshot(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
+    cb = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
+    cb.setup()
+    done, cut = Trial("t1", arch="resnet18", init="random"), Trial("t2", arch="resnet18")
+    for t in (done, cut):
+        cb.on_trial_start(0, [], t)
+    for epoch in (1, 2, 3):
+        _report(cb, done, epoch, 0.3)
+    _report(cb, cut, 1, 0.2)
+    cb.on_trial_complete(0, [], done)
+    done.status, cut.status = "TERMINATED", "RUNNING"
+    cb.on_experiment_end([done, cut])  # Ctrl-C with t2 mid-way
+    sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
+    assert sweep.in_progress  # not "finished": it can be resumed
+    rows = {r["trial_id"]: r["status"] for r in trials_table(sweep).to_pylist()}
+    assert rows == {"t1": "finished", "t2": "interrupted"}

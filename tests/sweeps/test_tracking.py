@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.tracking import (
     DIVERGED_TAG,
+    INTERRUPTED_TAG,
     STOPPED_EARLY_TAG,
     SWEEP_TAG,
     TRIAL_ID_TAG,
@@ -25,6 +26,7 @@ class FakeTrial:
 
     def __init__(self, trial_id, config):
         self.trial_id, self.config, self.error_file = trial_id, config, None
+        self.status = "RUNNING"
         known = TrialConfig().to_flat()
         self.resolved = TrialConfig.from_flat({k: v for k, v in config.items() if k in known})
 
@@ -127,6 +129,32 @@ def test_restored_trial_continues_its_run_without_duplicate_epochs(uri):
     (run,) = _children(uri)
     assert run.info.status == "FINISHED"
     assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2, 3, 4]
+
+
+def test_interrupted_sweep_is_killed_and_tagged_until_resumed(uri):
+    cb = _callback(uri)
+    done, running = FakeTrial("done", {"optim.epochs": 2}), FakeTrial("open", {"optim.epochs": 2})
+    _play(cb, done, [1, 2])
+    done.status = "TERMINATED"
+    _play(cb, running, [1], end=None)
+    cb.on_experiment_end([done, running])  # Ctrl-C: Tune ends the experiment mid-way
+    client = MlflowClient(uri)
+    parent = client.get_run(cb.parent_run_id)
+    assert parent.info.status == "KILLED" and parent.data.tags[INTERRUPTED_TAG] == "true"
+    runs = {r.data.tags[TRIAL_ID_TAG]: r for r in _children(uri)}
+    assert runs["done"].info.status == "FINISHED" and INTERRUPTED_TAG not in runs["done"].data.tags
+    assert runs["open"].info.status == "KILLED" and runs["open"].data.tags[INTERRUPTED_TAG]
+
+    resumed = pickle.loads(pickle.dumps(cb))  # --resume
+    resumed.setup()
+    parent = client.get_run(resumed.parent_run_id)
+    assert parent.info.status == "RUNNING" and INTERRUPTED_TAG not in parent.data.tags
+    _play(resumed, running, [2])
+    running.status = "TERMINATED"
+    resumed.on_experiment_end([done, running])
+    assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
+    runs = {r.data.tags[TRIAL_ID_TAG]: r for r in _children(uri)}
+    assert runs["open"].info.status == "FINISHED" and INTERRUPTED_TAG not in runs["open"].data.tags
 
 
 def test_unreachable_server_warns_once_and_never_raises(caplog):
