@@ -143,10 +143,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{cfg.tracking_uri}")
     print(f"Report it: python -m analysis.report --experiment {shlex.quote(cfg.experiment)} "
           f"--sweep {shlex.quote(cfg.sweep_name)} --tracking-uri {shlex.quote(cfg.tracking_uri)}")
-    ended = result_grid.num_terminated + result_grid.num_errors
-    if ended < cfg.num_samples:  # Ctrl-C (or a stop signal): what ran is kept, the rest can follow
+    if progress.interrupted:  # Ctrl-C (or a stop signal): what ran is kept, the rest can follow
         args = list(sys.argv[1:] if argv is None else argv)
         again = shlex.join(["python", sys.argv[0], *args, *([] if cfg.resume else ["--resume"])])
-        print(f"interrupted: {ended} of {cfg.num_samples} trials ended. Continue it: {again}")
+        print(f"interrupted: {len(progress.ended)} trials ended in this run. Continue it: {again}")
         return 130
     return 0

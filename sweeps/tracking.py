@@ -26,7 +26,8 @@ from ray import tune
 
 from trainable import CONFIG_KEY, METRICS, TAGS_KEY
 
-__all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG"]
+__all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG",
+           "sweep_interrupted"]
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +38,17 @@ DIVERGED_TAG = "ghn_sweep.diverged"
 ORPHAN_TAG = "ghn_sweep.orphaned"
 INTERRUPTED_TAG = "ghn_sweep.interrupted"  # on the parent and open runs of a stopped sweep
 ENDED = ("TERMINATED", "ERROR")  # Tune's final trial states
+
+
+def sweep_interrupted(trials: list, total: int | None, cut: set[str]) -> bool:
+    """Whether Tune ended the experiment before all of it ran (Ctrl-C, a stop signal).
+
+    ``cut``: ids of trials started and never completed nor failed (Tune marks them TERMINATED
+    when it stops, so their status cannot tell); ``total``: trials the sweep asked for (Tune's
+    ``total_num_samples``), fewer of which may exist yet.
+    """
+    return (bool(cut) or (total is not None and len(trials) < total)
+            or any(t.status not in ENDED for t in trials))
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
@@ -84,6 +96,7 @@ class MlflowTrackingCallback(tune.Callback):
         self._experiment_id: str | None = None
         self._parent_run_id: str | None = None
         self._connecting: threading.Thread | None = None
+        self._total: int | None = None  # trials the sweep asked for, from Tune's setup
         self._runs: dict[str, str] = {}  # trial id -> MLflow run id
         self._last_epoch: dict[str, int] = {}  # trial id -> last epoch logged
         self._planned: dict[str, int] = {}  # trial id -> optim.epochs, once known
@@ -107,6 +120,7 @@ class MlflowTrackingCallback(tune.Callback):
         In the background: creating a fresh MLflow store takes seconds, and the first trial's
         worker can start meanwhile. Every hook waits for the connection before it logs.
         """
+        self._total = info.get("total_num_samples")
         self._connecting = threading.Thread(target=self._connect, name="mlflow-connect",
                                             daemon=True)
         self._connecting.start()
@@ -176,6 +190,7 @@ class MlflowTrackingCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close what is open: FINISHED when every trial ended, else KILLED and tagged
         interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag."""
+        interrupted = sweep_interrupted(trials, self._total, set(self._runs))
         for trial_id in list(self._runs):
             _logger.warning("trial %s ended without a final status; closing its run KILLED",
                             trial_id)
@@ -184,7 +199,7 @@ class MlflowTrackingCallback(tune.Callback):
             self._client.set_terminated(run_id, status="KILLED")
         if self.parent_run_id is not None:
             self._close_orphans()
-            if any(t.status not in ENDED for t in trials):
+            if interrupted:
                 self._client.set_tag(self.parent_run_id, INTERRUPTED_TAG, "true")
                 self._client.set_terminated(self.parent_run_id, status="KILLED")
             else:

@@ -86,8 +86,9 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path, reference_dir, c
             break
     rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, rest[-3000:]  # interrupted, and says how to continue
-    _, _, _, children = _runs(tmp_path)
+    _, _, parents, children = _runs(tmp_path)
     assert 2 <= len(children) < 6  # interrupted mid-way
+    assert parents[0].info.status == "KILLED" and "ghn_sweep.interrupted" in parents[0].data.tags
     (line,) = [ln for ln in rest.splitlines() if "Continue it: " in ln]
     python, *command = shlex.split(line.split("Continue it: ", 1)[1])
     assert python == "python" and command == [*argv[1:], "--resume"]

@@ -137,7 +137,8 @@ def test_interrupted_sweep_is_killed_and_tagged_until_resumed(uri):
     _play(cb, done, [1, 2])
     done.status = "TERMINATED"
     _play(cb, running, [1], end=None)
-    cb.on_experiment_end([done, running])  # Ctrl-C: Tune ends the experiment mid-way
+    running.status = "TERMINATED"  # what Tune sets on the trials it stops at Ctrl-C
+    cb.on_experiment_end([done, running])  # with no on_trial_complete for them
     client = MlflowClient(uri)
     parent = client.get_run(cb.parent_run_id)
     assert parent.info.status == "KILLED" and parent.data.tags[INTERRUPTED_TAG] == "true"
@@ -150,7 +151,6 @@ def test_interrupted_sweep_is_killed_and_tagged_until_resumed(uri):
     parent = client.get_run(resumed.parent_run_id)
     assert parent.info.status == "RUNNING" and INTERRUPTED_TAG not in parent.data.tags
     _play(resumed, running, [2])
-    running.status = "TERMINATED"
     resumed.on_experiment_end([done, running])
     assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
     runs = {r.data.tags[TRIAL_ID_TAG]: r for r in _children(uri)}
