@@ -38,6 +38,8 @@ DIVERGED_TAG = "ghn_sweep.diverged"
 ORPHAN_TAG = "ghn_sweep.orphaned"
 INTERRUPTED_TAG = "ghn_sweep.interrupted"  # on the parent and open runs of a stopped sweep
 ENDED = ("TERMINATED", "ERROR")  # Tune's final trial states
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
 def sweep_interrupted(trials: list, total: int | None, cut: set[str]) -> bool:
@@ -49,8 +51,6 @@ def sweep_interrupted(trials: list, total: int | None, cut: set[str]) -> bool:
     """
     return (bool(cut) or (total is not None and len(trials) < total)
             or any(t.status not in ENDED for t in trials))
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
 def _guarded(method: Callable) -> Callable:
