@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import tune
 
-from .tracking import MlflowTrackingCallback, sweep_interrupted
+from .tracking import MlflowTrackingCallback
 
 SHOWN = (("arch", "{}"), ("init", "{}"), ("optim.lr", "lr={:.3g}"),
          ("postproc.beta", "beta={:.2g}"), ("postproc.orth", "orth={}"))
@@ -24,21 +24,9 @@ class ProgressCallback(tune.Callback):
     def __init__(self, metric: str, max_epochs: int,
                  tracking: MlflowTrackingCallback | None = None) -> None:
         self.metric, self.max_epochs, self.tracking = metric, max_epochs, tracking
-        self.started: set[str] = set()  # trial ids started by this driver
         self.ended: dict[str, str] = {}  # trial id -> finished | stopped early | failed
-        self.total: int | None = None  # trials the sweep asked for, from Tune's setup
-        self.interrupted = False  # set when the experiment ends
         self.best: tuple[float, dict, str] | None = None  # value, sampled config, trial name
         self._last_line = ""
-
-    def setup(self, **info: Any) -> None:
-        self.total = info.get("total_num_samples")
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.started.add(trial.trial_id)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.interrupted = sweep_interrupted(trials, self.total, self.started - set(self.ended))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:

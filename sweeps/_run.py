@@ -26,7 +26,7 @@ from ._config import SweepConfig, parse_args
 from ._progress import ProgressCallback
 from ._space import SearchSpace, baselines, fixed_values, trial_config
 from ._trial import sweep_trial
-from .tracking import MlflowTrackingCallback
+from .tracking import MlflowTrackingCallback, find_parent_run, probe
 
 _logger = logging.getLogger(__name__)
 
@@ -46,7 +46,10 @@ def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
 
 
 def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune.Tuner:
-    """A new Tuner, or with `cfg.resume` the interrupted one; `trial_fn(config, sweep)`."""
+    """A new Tuner, or with `cfg.resume` the interrupted one; `trial_fn(config, sweep)`.
+
+    A restored Tuner runs the callbacks it saved with the sweep, not `callbacks`.
+    """
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, sweep=cfg),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
@@ -91,21 +94,50 @@ def results_table(result_grid) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def _finish(cfg: SweepConfig, result_grid, tracking: MlflowTrackingCallback, out: Path) -> None:
+def _finish(cfg: SweepConfig, result_grid, out: Path) -> None:
     table = results_table(result_grid)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.parquet"
     pq.write_table(table, path)
-    best = result_grid.get_best_result(metric=METRIC, mode=MODE, filter_nan_and_inf=True)
+    print(f"\n{len(table)} trials; results table: {path}")
+    try:
+        best = result_grid.get_best_result(metric=METRIC, mode=MODE, filter_nan_and_inf=True)
+    except RuntimeError:  # no trial has reported yet (e.g. Ctrl-C right at the start)
+        _log_to_parent(cfg, path, None)
+        return
     shown = ("arch", "init", "optim.lr", "postproc.beta", "postproc.orth")
-    print(f"\n{len(table)} trials; best {METRIC} = {best.metrics.get(METRIC):.4f} with "
+    print(f"best {METRIC} = {best.metrics.get(METRIC):.4f} with "
           + ", ".join(f"{k}={best.config[k]}" for k in shown if k in best.config))
-    print(f"results table: {path}")
-    if tracking.parent_run_id:
+    _log_to_parent(cfg, path, best.config)
+
+
+def _log_to_parent(cfg: SweepConfig, table: Path, best_config: dict | None) -> None:
+    """The results table and best config as artifacts of the sweep's parent run.
+
+    The run is looked up in MLflow, not taken from this driver's tracking callback: after
+    ``--resume``, Tune runs the callbacks it restored from the sweep's state, not new ones.
+    """
+    try:
+        probe(cfg.tracking_uri)
         client = MlflowClient(cfg.tracking_uri)
-        client.log_artifact(tracking.parent_run_id, str(path))
-        client.log_dict(tracking.parent_run_id, {k: v for k, v in best.config.items()},
-                        "best_config.json")
+        exp = client.get_experiment_by_name(cfg.experiment)
+        parent = exp and find_parent_run(client, exp.experiment_id, cfg.sweep_name)
+        if not parent:
+            return
+        client.log_artifact(parent.info.run_id, str(table))
+        if best_config is not None:
+            client.log_dict(parent.info.run_id, dict(best_config), "best_config.json")
+    except Exception as e:  # noqa: BLE001 - the results are on disk either way
+        _logger.warning("could not log the results to MLflow at %s (%s); they are in %s",
+                        cfg.tracking_uri, e, table)
+
+
+def _interrupted(result_grid, num_samples: int) -> bool:
+    """Tune stopped before every trial ended: only trials that really ended (last epoch, ASHA's
+    stop, divergence) carry ``done`` in their last result; Tune marks stopped ones TERMINATED too.
+    """
+    ended = [r for r in result_grid if r.error or (r.metrics or {}).get("done")]
+    return len(ended) < max(len(result_grid), num_samples)
 
 
 def _prepare(cfg: SweepConfig) -> None:
@@ -138,14 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     result_grid = build_tuner(cfg, [tracking, progress]).fit()
     # With remote storage the table is written here, and to MLflow when it is tracked.
-    _finish(cfg, result_grid, tracking, cfg.results_dir or Path.cwd() / cfg.sweep_name)
+    _finish(cfg, result_grid, cfg.results_dir or Path.cwd() / cfg.sweep_name)
     print(f"sweep took {time.time() - start:.0f} s. Browse it: mlflow ui --backend-store-uri "
           f"{cfg.tracking_uri}")
     print(f"Report it: python -m analysis.report --experiment {shlex.quote(cfg.experiment)} "
           f"--sweep {shlex.quote(cfg.sweep_name)} --tracking-uri {shlex.quote(cfg.tracking_uri)}")
-    if progress.interrupted:  # Ctrl-C (or a stop signal): what ran is kept, the rest can follow
+    if _interrupted(result_grid, cfg.num_samples):  # Ctrl-C: what ran is kept, the rest can follow
         args = list(sys.argv[1:] if argv is None else argv)
         again = shlex.join(["python", sys.argv[0], *args, *([] if cfg.resume else ["--resume"])])
-        print(f"interrupted: {len(progress.ended)} trials ended in this run. Continue it: {again}")
+        print(f"interrupted before all {cfg.num_samples} trials ended. Continue it: {again}")
         return 130
     return 0

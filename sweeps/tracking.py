@@ -27,7 +27,7 @@ from ray import tune
 from trainable import CONFIG_KEY, METRICS, TAGS_KEY
 
 __all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG",
-           "sweep_interrupted"]
+           "find_parent_run", "probe"]
 
 _logger = logging.getLogger(__name__)
 
@@ -37,20 +37,28 @@ STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
 ORPHAN_TAG = "ghn_sweep.orphaned"
 INTERRUPTED_TAG = "ghn_sweep.interrupted"  # on the parent and open runs of a stopped sweep
-ENDED = ("TERMINATED", "ERROR")  # Tune's final trial states
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
-def sweep_interrupted(trials: list, total: int | None, cut: set[str]) -> bool:
+def find_parent_run(client: MlflowClient, experiment_id: str, sweep: str) -> Any | None:
+    """The sweep's parent run (tag ``ghn_sweep.sweep``), or None."""
+    found = client.search_runs([experiment_id],
+                               filter_string=f"tags.`{SWEEP_TAG}` = '{_quote(sweep)}'",
+                               max_results=1)
+    return found[0] if found else None
+
+
+def _interrupted(trials: list, total: int | None) -> bool:
     """Whether Tune ended the experiment before all of it ran (Ctrl-C, a stop signal).
 
-    ``cut``: ids of trials started and never completed nor failed (Tune marks them TERMINATED
-    when it stops, so their status cannot tell); ``total``: trials the sweep asked for (Tune's
-    ``total_num_samples``), fewer of which may exist yet.
+    Tune marks the trials it stops then TERMINATED too; only a trial that really ended (its last
+    epoch, ASHA's stop, divergence) has ``done`` in its last result. ``total``: the trials the
+    sweep asked for (Tune's ``total_num_samples``), not all of which may exist yet.
     """
-    return (bool(cut) or (total is not None and len(trials) < total)
-            or any(t.status not in ENDED for t in trials))
+    ended = [t for t in trials if t.status == "ERROR"
+             or (t.status == "TERMINATED" and (t.last_result or {}).get("done"))]
+    return len(ended) < max(len(trials), total or 0)
 
 
 def _guarded(method: Callable) -> Callable:
@@ -190,7 +198,7 @@ class MlflowTrackingCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close what is open: FINISHED when every trial ended, else KILLED and tagged
         interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag."""
-        interrupted = sweep_interrupted(trials, self._total, set(self._runs))
+        interrupted = _interrupted(trials, self._total)
         for trial_id in list(self._runs):
             _logger.warning("trial %s ended without a final status; closing its run KILLED",
                             trial_id)
@@ -247,18 +255,15 @@ class MlflowTrackingCallback(tune.Callback):
             self._disable(e)
 
     def _open_parent_run(self) -> None:
-        _probe(self.tracking_uri)
+        probe(self.tracking_uri)
         client = MlflowClient(tracking_uri=self.tracking_uri)
         exp = client.get_experiment_by_name(self.experiment)
         self._experiment_id = exp.experiment_id if exp else client.create_experiment(
             self.experiment, tags=dict([EXPERIMENT_KIND]))
-        found = client.search_runs(
-            [self._experiment_id],
-            filter_string=f"tags.`{SWEEP_TAG}` = '{_quote(self.sweep)}'",
-            max_results=1)
+        found = find_parent_run(client, self._experiment_id, self.sweep)
         if found:
-            self._parent_run_id = found[0].info.run_id
-            _reopen(client, found[0])
+            self._parent_run_id = found.info.run_id
+            _reopen(client, found)
             _logger.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
             run = client.create_run(self._experiment_id, run_name=self.sweep,
@@ -352,7 +357,7 @@ def _quote(value: str) -> str:
     return str(value).replace("'", "\\'")
 
 
-def _probe(uri: str, timeout_s: float = 5.0) -> None:
+def probe(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast on an unreachable server instead of MLflow's minutes of HTTP retries."""
     if not uri.startswith(("http://", "https://")):
         return

@@ -81,7 +81,8 @@ def test_an_interrupted_sweep_reads_as_a_snapshot(tmp_path):
         _report(cb, done, epoch, 0.3)
     _report(cb, cut, 1, 0.2)
     cb.on_trial_complete(0, [], done)
-    done.status = cut.status = "TERMINATED"  # Tune stops t2 at Ctrl-C, completing nothing
+    done.status = cut.status = "TERMINATED"  # Tune stops t2 at Ctrl-C: no `done`, no complete
+    done.last_result, cut.last_result = {"done": True}, {"done": False}
     cb.on_experiment_end([done, cut])
     sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
     assert sweep.in_progress  # not "finished": it can be resumed

@@ -56,28 +56,3 @@ def test_counts_best_and_parent_run(tmp_path, capsys):
     history = MlflowClient(uri).get_metric_history(tracking.parent_run_id, "best_val/acc")
     assert {m.value for m in history} == {0.3, 0.4, 0.5}  # each improvement, as it came
 
-
-def test_interrupted_when_a_started_trial_never_ended_or_trials_are_missing():
-    cb = ProgressCallback("val/acc", max_epochs=3)
-    cb.setup(total_num_samples=3)
-    a, b = FakeTrial("a"), FakeTrial("b")
-    for t in (a, b):
-        cb.on_trial_start(0, [a, b], t)
-    _report(cb, [a, b], a, 3, 0.5)
-    cb.on_trial_complete(0, [a, b], a)
-    a.status = b.status = "TERMINATED"  # Ctrl-C: Tune stops b without completing it
-    cb.on_experiment_end([a, b])
-    assert cb.interrupted
-
-    resumed = ProgressCallback("val/acc", max_epochs=3)  # --resume: b continues, c runs
-    resumed.setup(total_num_samples=3)
-    c = FakeTrial("c")
-    for t in (b, c):
-        resumed.on_trial_start(0, [a, b, c], t)
-        resumed.on_trial_complete(0, [a, b, c], t)
-        t.status = "TERMINATED"
-    resumed.on_experiment_end([a, b, c])
-    assert not resumed.interrupted
-    resumed.setup(total_num_samples=4)  # one trial never created
-    resumed.on_experiment_end([a, b, c])
-    assert resumed.interrupted

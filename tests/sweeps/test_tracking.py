@@ -26,7 +26,7 @@ class FakeTrial:
 
     def __init__(self, trial_id, config):
         self.trial_id, self.config, self.error_file = trial_id, config, None
-        self.status = "RUNNING"
+        self.status, self.last_result = "RUNNING", {}
         known = TrialConfig().to_flat()
         self.resolved = TrialConfig.from_flat({k: v for k, v in config.items() if k in known})
 
@@ -135,10 +135,12 @@ def test_interrupted_sweep_is_killed_and_tagged_until_resumed(uri):
     cb = _callback(uri)
     done, running = FakeTrial("done", {"optim.epochs": 2}), FakeTrial("open", {"optim.epochs": 2})
     _play(cb, done, [1, 2])
-    done.status = "TERMINATED"
+    done.status, done.last_result = "TERMINATED", {"done": True}
     _play(cb, running, [1], end=None)
-    running.status = "TERMINATED"  # what Tune sets on the trials it stops at Ctrl-C
-    cb.on_experiment_end([done, running])  # with no on_trial_complete for them
+    # Ctrl-C: Tune marks the trials it stops TERMINATED too, but without `done`, and never
+    # calls on_trial_complete for them.
+    running.status, running.last_result = "TERMINATED", {"done": False}
+    cb.on_experiment_end([done, running])
     client = MlflowClient(uri)
     parent = client.get_run(cb.parent_run_id)
     assert parent.info.status == "KILLED" and parent.data.tags[INTERRUPTED_TAG] == "true"
@@ -151,6 +153,7 @@ def test_interrupted_sweep_is_killed_and_tagged_until_resumed(uri):
     parent = client.get_run(resumed.parent_run_id)
     assert parent.info.status == "RUNNING" and INTERRUPTED_TAG not in parent.data.tags
     _play(resumed, running, [2])
+    running.last_result = {"done": True}
     resumed.on_experiment_end([done, running])
     assert client.get_run(resumed.parent_run_id).info.status == "FINISHED"
     runs = {r.data.tags[TRIAL_ID_TAG]: r for r in _children(uri)}
