@@ -98,8 +98,9 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path, reference_dir, c
     client, _, parents, children = _runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert "ghn_sweep.interrupted" not in parents[0].data.tags
-    artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
-    assert "results.parquet" in artifacts and "best_config.json" in artifacts
+    # The resumed driver replaced the interrupted one's snapshot of the results table.
+    table = client.download_artifacts(parents[0].info.run_id, "results.parquet", str(tmp_path))
+    assert pq.read_table(table).num_rows == 6
     assert len(children) == 6  # as many trials as an uninterrupted sweep
     assert len({c.data.tags[TRIAL_ID_TAG] for c in children}) == 6  # no duplicate run
     assert all(c.info.status == "FINISHED" for c in children)  # none left RUNNING
