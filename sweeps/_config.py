@@ -18,6 +18,7 @@ from typing import Any
 import torchvision
 
 from ghn import CHECKPOINT_URLS
+from trainable import TEST_EVALS
 
 
 def _f(default: Any, help: str) -> Any:
@@ -56,6 +57,9 @@ class SweepConfig:
     checkpoint_every: int = _f(1, "epochs between a trial's checkpoints (its last epoch always "
                                   "checkpoints); a retried or resumed trial redoes at most "
                                   "checkpoint_every - 1 epochs")
+    test_eval: str = _f("every_epoch", "every_epoch | on_best_val: test accuracy each epoch, or "
+                                       "only where validation accuracy improves (and at the "
+                                       "last epoch), all the analysis needs")
     seed: int = _f(0, "seed of Optuna's TPE sampler and of the trials")
     storage: str = _f("./ray_results", "results: local path, or s3://bucket/path on a cluster")
     tracking_uri: str = _f("sqlite:///mlflow.db",
@@ -101,7 +105,9 @@ PRESETS: dict[str, dict[str, Any]] = {
               "grace_period": 30, "reduction_factor": 3,
               # A checkpoint is the model and optimiser state (~1 GB for convnext_base with
               # AdamW), written to shared storage: every 30 epochs, not after each GPU epoch.
-              "checkpoint_every": 30},
+              "checkpoint_every": 30,
+              # The 10k test images cost ~3x an epoch's training on 1k: test only when needed.
+              "test_eval": "on_best_val"},
 }
 
 
@@ -131,6 +137,8 @@ def _validate(cfg: SweepConfig) -> None:
                   "checkpoint_every"):
         if getattr(cfg, field) < 1:
             _fail(field, getattr(cfg, field), "must be >= 1")
+    if cfg.test_eval not in TEST_EVALS:
+        _fail("test_eval", cfg.test_eval, f"must be one of {TEST_EVALS}")
     if cfg.reduction_factor < 2:
         _fail("reduction_factor", cfg.reduction_factor, "must be >= 2")
     if cfg.grace_period > cfg.max_epochs:

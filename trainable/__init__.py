@@ -8,7 +8,14 @@ Under Ray Tune, use ``trainable.run_trial`` (a function trainable taking a flat 
 
 from typing import Any
 
-from trainable._config import RECIPES, DataConfig, OptimConfig, TrialConfig, get_recipe
+from trainable._config import (
+    RECIPES,
+    TEST_EVALS,
+    DataConfig,
+    OptimConfig,
+    TrialConfig,
+    get_recipe,
+)
 from trainable._data import prepare_data
 from trainable._loop import CONFIG_KEY, METRICS, TAGS_KEY, fit, train
 
@@ -16,6 +23,7 @@ __all__ = [
     "CONFIG_KEY",
     "METRICS",
     "RECIPES",
+    "TEST_EVALS",
     "TAGS_KEY",
     "DataConfig",
     "OptimConfig",

@@ -27,6 +27,7 @@ from ._model import build_model
 _logger = logging.getLogger(__name__)
 
 # Stable names, used by the tracking callback and analysis; `init/...` come from postproc.
+# Reported every epoch; "test/acc" only on the epochs TrialConfig.test_eval selects.
 METRICS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr",
            "epoch_time_s", "images_per_s", "diverged")
 TAGS_KEY = "trial_tags"  # dict[str, str] in the first report of a fresh trial
@@ -88,17 +89,20 @@ def fit(
     per_epoch = steps_per_epoch(len(splits.train_y), cfg.optim.batch_size)
     sched = make_schedule(cfg.optim, opt, per_epoch)
     gen = torch.Generator(device).manual_seed(cfg.seed)
-    start = 1
+    start, best_val = 1, -math.inf
     if resume is not None:
         start = _restore(resume, cfg, model, opt, sched, gen) + 1
+        best_val = resume.get("best_val", -math.inf)
     metrics: dict[str, float] = {}
     for epoch in range(start, cfg.optim.epochs + 1):
-        metrics = run_epoch(model, opt, sched, splits, cfg, gen, epoch)
+        metrics = run_epoch(model, opt, sched, splits, cfg, gen, epoch, best_val)
+        if metrics["val/acc"] > best_val:
+            best_val = metrics["val/acc"]
         metrics.update(first if epoch == start else {})
         diverged = metrics["diverged"] > 0
         due = epoch == cfg.optim.epochs or epoch % cfg.checkpoint_every == 0
-        state = _state(epoch, cfg, model, opt, sched, gen, run_identity) if due and not diverged \
-            else None
+        state = _state(epoch, cfg, model, opt, sched, gen, run_identity, best_val) \
+            if due and not diverged else None
         report(metrics, state)
         if diverged:
             _logger.warning("trial diverged at epoch %d (train/loss=%s); stopping", epoch,
@@ -110,20 +114,24 @@ def fit(
 def run_epoch(
     model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
     splits: Splits, cfg: TrialConfig, gen: torch.Generator, epoch: int,
+    best_val: float = -math.inf,
 ) -> dict[str, float]:
-    """Train one epoch, evaluate on validation and test, and name the numbers."""
+    """Train one epoch, evaluate on validation and (per ``cfg.test_eval``, against the trial's
+    ``best_val`` so far) on test, and name the numbers."""
     lr = opt.param_groups[0]["lr"]
     t0 = time.perf_counter()
     loss, acc, n = train_epoch(model, opt, sched, splits, cfg, gen)
     seconds = time.perf_counter() - t0  # train_epoch ends in .item(), so the device is synced
     val_loss, val_acc = evaluate(model, splits, splits.val_x, splits.val_y, cfg)
-    _, test_acc = evaluate(model, splits, splits.test_x, splits.test_y, cfg)
-    return {
+    metrics = {
         "epoch": float(epoch), "train/loss": loss, "train/acc": acc,
-        "val/loss": val_loss, "val/acc": val_acc, "test/acc": test_acc,
+        "val/loss": val_loss, "val/acc": val_acc,
         "lr": lr, "epoch_time_s": seconds, "images_per_s": n / seconds,
         "diverged": float(not math.isfinite(loss)),
     }
+    if cfg.test_eval == "every_epoch" or val_acc > best_val or epoch == cfg.optim.epochs:
+        metrics["test/acc"] = evaluate(model, splits, splits.test_x, splits.test_y, cfg)[1]
+    return metrics
 
 
 def train_epoch(
@@ -219,7 +227,7 @@ def make_schedule(
 def _state(
     epoch: int, cfg: TrialConfig, model: nn.Module, opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator,
-    run_identity: dict[str, str] | None,
+    run_identity: dict[str, str] | None, best_val: float,
 ) -> dict[str, Any]:
     """Everything needed to continue at ``epoch + 1`` as if never stopped."""
     rng = {"torch": torch.get_rng_state(), "data": gen.get_state()}
@@ -228,7 +236,7 @@ def _state(
     return {
         "epoch": epoch, "config": cfg.to_flat(), "run": run_identity or {},
         "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(), "rng": rng,
+        "scheduler": sched.state_dict(), "rng": rng, "best_val": best_val,
     }
 
 

@@ -33,6 +33,7 @@ def test_preset_then_flags():
      "--storage: a local path cannot be shared by the nodes of a cluster"),
     (["--num-samples", "0"], "--num-samples: must be >= 1"),
     (["--checkpoint-every", "0"], "--checkpoint-every: must be >= 1"),
+    (["--test-eval", "never"], "--test-eval: must be one of ('every_epoch', 'on_best_val')"),
     (["--gpus-per-trial", "1.5"], "above 1 it must be a whole number"),
     (["--preset", "paper", "--archs", "resnet18"], "the paper recipe exists for"),
 ])
@@ -74,6 +75,7 @@ def test_paper_preset_uses_each_architectures_recipe():
     assert (convnext.optim.name, convnext.optim.batch_size) == ("adamw", 48)
     assert resnet.optim.lr == convnext.optim.lr == 0.02
     assert resnet.checkpoint_every == convnext.checkpoint_every == 30  # not every epoch
+    assert resnet.test_eval == convnext.test_eval == "on_best_val"
 
 
 def test_checkpoint_every_reaches_the_trial():

@@ -34,6 +34,7 @@ def test_unknown_keys_are_named():
     ("optim.epochs", 0), ("optim.momentum", 1.0), ("optim.schedule", "step"),
     ("optim.label_smoothing", 1.0), ("data.n_shots", 0), ("data.val_per_class", 0),
     ("init", "xavier"), ("image_size", 4), ("device", "tpu"), ("checkpoint_every", 0),
+    ("test_eval", "never"),
     ("optim.batch_size", 3.5), ("optim.lr", "0.1"), ("small_stem", 1), ("seed", True),
 ])
 def test_bad_values_name_the_field(key, value):

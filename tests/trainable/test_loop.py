@@ -53,6 +53,28 @@ def test_interrupted_trial_resumes_at_next_epoch_identically(tiny, tmp_path):
         assert rest[0][key] == pytest.approx(full[2][key], rel=1e-5), key
 
 
+def test_on_best_val_tests_only_when_validation_improves(tiny, tmp_path):
+    flat = tiny(**{"optim.epochs": 5})
+    every, report = _collect()
+    train(TrialConfig.from_flat(flat), report=report)
+    cfg = TrialConfig.from_flat({**flat, "test_eval": "on_best_val"})
+    first, report = _collect(after=2)
+    with pytest.raises(Stop):
+        train(cfg, report=report, checkpoint_dir=tmp_path)
+    rest, report = _collect()
+    train(cfg, report=report, checkpoint_dir=tmp_path)  # the best so far survives the resume
+    sparse, best = first + rest, -math.inf
+    assert [m["epoch"] for m in sparse] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    for e, s in zip(every, sparse):
+        assert s["val/acc"] == pytest.approx(e["val/acc"], rel=1e-5)  # the same training
+        due = s["val/acc"] > best or s["epoch"] == 5
+        assert ("test/acc" in s) == due, s
+        if due:
+            assert s["test/acc"] == pytest.approx(e["test/acc"], rel=1e-5)
+        best = max(best, s["val/acc"])
+    assert any("test/acc" not in s for s in sparse)  # some epoch did not improve: test skipped
+
+
 def test_checkpoint_from_other_config_is_refused(tiny, tmp_path):
     train(TrialConfig.from_flat(tiny(**{"optim.epochs": 1})), checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="optim.lr"):
