@@ -106,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               # A checkpoint is the model and optimiser state (~1 GB for convnext_base with
               # AdamW), written to shared storage: every 30 epochs, not after each GPU epoch.
               "checkpoint_every": 30,
-              # The 10k test images cost ~3x an epoch's training on 1k: test only when needed.
+              # The 10k test images cost ~4x an epoch's training on 1k: test only when needed.
               "test_eval": "on_best_val"},
 }
 
