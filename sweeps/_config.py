@@ -90,6 +90,11 @@ class SweepConfig:
         return self.storage if "://" in self.storage else str(Path(self.storage).resolve())
 
     @property
+    def sweep_path(self) -> str:
+        """Where Ray keeps this sweep: ``<storage>/<sweep name>``."""
+        return f"{self.storage_path.rstrip('/')}/{self.sweep_name}"
+
+    @property
     def results_dir(self) -> Path | None:
         """This sweep's results directory when it is on a filesystem of this machine."""
         if "://" in self.storage and not self.storage.startswith("file://"):

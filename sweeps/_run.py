@@ -57,11 +57,8 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune
         name=cfg.sweep_name, storage_path=cfg.storage_path, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
-    path = f"{cfg.storage_path.rstrip('/')}/{cfg.sweep_name}"
     if cfg.resume:
-        if not tune.Tuner.can_restore(path):
-            raise SystemExit(f"error: --resume: no sweep to resume at {path}")
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+        return tune.Tuner.restore(cfg.sweep_path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
     scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
                               grace_period=cfg.grace_period,
@@ -142,6 +139,13 @@ def _interrupted(result_grid, num_samples: int) -> bool:
 
 def _prepare(cfg: SweepConfig) -> None:
     """Download the checkpoint and the data here, once, so bad input fails before any trial."""
+    exists = tune.Tuner.can_restore(cfg.sweep_path)
+    if cfg.resume and not exists:
+        _bad_input(f"--resume: there is no sweep to resume at {cfg.sweep_path}")
+    if exists and not cfg.resume:  # a second fresh run would merge into it (Ray, Optuna, MLflow)
+        _bad_input(f"--name: a sweep named {cfg.sweep_name!r} already exists at "
+                   f"{cfg.sweep_path}; continue it with --resume, or start another with "
+                   "--name NEW_NAME")
     try:
         resolve_checkpoint(cfg.ghn)
     except FileNotFoundError as e:
@@ -151,6 +155,11 @@ def _prepare(cfg: SweepConfig) -> None:
         prepare_data(data)
     except (OSError, RuntimeError, ValueError) as e:
         raise SystemExit(f"error: --dataset {cfg.dataset!r}: {e}") from e
+
+
+def _bad_input(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

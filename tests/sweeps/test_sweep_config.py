@@ -53,6 +53,26 @@ def test_script_refuses_before_starting_ray(tmp_path):
     assert not (tmp_path / "ray").exists()
 
 
+@pytest.mark.parametrize("existing, resume, message", [
+    (True, False, "a sweep named 'noise_vs_lr-smoke' already exists"),
+    (False, True, "--resume: there is no sweep to resume"),
+])
+def test_script_refuses_to_merge_or_resume_nothing(tmp_path, reference_dir, cifar_jpeg_dir,
+                                                   existing, resume, message):
+    sweep_dir = tmp_path / "ray" / "noise_vs_lr-smoke"
+    if existing:  # what an earlier sweep of that name leaves
+        sweep_dir.mkdir(parents=True)
+        (sweep_dir / "tuner.pkl").write_bytes(b"")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--storage",
+         str(tmp_path / "ray"), "--dataset", str(cifar_jpeg_dir),
+         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
+         *(["--resume"] if resume else [])],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()  # refused before tracking or Ray started
+
+
 def test_baselines_cover_random_no_postproc_and_the_paper_recipe(reference_dir):
     cfg = SweepConfig(archs=("resnet18", "mobilenet_v2"),
                       ghn=str(reference_dir / "ghn2_random_imagenet_seed0.pt"))
