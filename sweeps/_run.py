@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+import typing
 from pathlib import Path
 
 import optuna
@@ -149,15 +150,16 @@ def _prepare(cfg: SweepConfig) -> None:
     try:
         resolve_checkpoint(cfg.ghn)
     except FileNotFoundError as e:
-        raise SystemExit(f"error: --ghn: {e}") from e
+        _bad_input(f"--ghn: {e}")
     data = trial_config({**baselines(cfg)[0], **fixed_values(cfg)}, cfg).data
     try:
         prepare_data(data)
     except (OSError, RuntimeError, ValueError) as e:
-        raise SystemExit(f"error: --dataset {cfg.dataset!r}: {e}") from e
+        _bad_input(f"--dataset {cfg.dataset!r}: {e}")
 
 
-def _bad_input(message: str) -> None:
+def _bad_input(message: str) -> typing.NoReturn:
+    """Exit with status 2, as argparse does for bad flags."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 

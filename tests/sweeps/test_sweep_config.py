@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,18 @@ def test_script_refuses_to_merge_or_resume_nothing(tmp_path, reference_dir, cifa
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "mlflow.db").exists()  # refused before tracking or Ray started
+
+
+def test_script_refuses_an_unreadable_dataset_before_starting_ray(tmp_path, reference_dir):
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--storage",
+         str(tmp_path / "ray"), "--dataset", str(tmp_path / "empty"),
+         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2 and "error: --dataset" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_baselines_cover_random_no_postproc_and_the_paper_recipe(reference_dir):
