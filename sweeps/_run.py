@@ -27,7 +27,7 @@ from ._config import SweepConfig, parse_args
 from ._progress import ProgressCallback
 from ._space import SearchSpace, baselines, fixed_values, trial_config
 from ._trial import sweep_trial
-from .tracking import MlflowTrackingCallback, find_parent_run, probe
+from .tracking import MlflowTrackingCallback, find_parent_run, probe, sweep_interrupted
 
 _logger = logging.getLogger(__name__)
 
@@ -98,15 +98,17 @@ def _finish(cfg: SweepConfig, result_grid, out: Path) -> None:
     path = out / "results.parquet"
     pq.write_table(table, path)
     print(f"\n{len(table)} trials; results table: {path}")
+    best_config = None
     try:
         best = result_grid.get_best_result(metric=METRIC, mode=MODE, filter_nan_and_inf=True)
     except RuntimeError:  # no trial has reported yet (e.g. Ctrl-C right at the start)
-        _log_to_parent(cfg, path, None)
-        return
-    shown = ("arch", "init", "optim.lr", "postproc.beta", "postproc.orth")
-    print(f"best {METRIC} = {best.metrics.get(METRIC):.4f} with "
-          + ", ".join(f"{k}={best.config[k]}" for k in shown if k in best.config))
-    _log_to_parent(cfg, path, best.config)
+        print(f"no trial has reported {METRIC} yet")
+    else:
+        best_config = best.config
+        shown = ("arch", "init", "optim.lr", "postproc.beta", "postproc.orth")
+        print(f"best {METRIC} = {best.metrics.get(METRIC):.4f} with "
+              + ", ".join(f"{k}={best_config[k]}" for k in shown if k in best_config))
+    _log_to_parent(cfg, path, best_config)
 
 
 def _log_to_parent(cfg: SweepConfig, table: Path, best_config: dict | None) -> None:
@@ -128,14 +130,6 @@ def _log_to_parent(cfg: SweepConfig, table: Path, best_config: dict | None) -> N
     except Exception as e:  # noqa: BLE001 - the results are on disk either way
         _logger.warning("could not log the results to MLflow at %s (%s); they are in %s",
                         cfg.tracking_uri, e, table)
-
-
-def _interrupted(result_grid, num_samples: int) -> bool:
-    """Tune stopped before every trial ended: only trials that really ended (last epoch, ASHA's
-    stop, divergence) carry ``done`` in their last result; Tune marks stopped ones TERMINATED too.
-    """
-    ended = [r for r in result_grid if r.error or (r.metrics or {}).get("done")]
-    return len(ended) < max(len(result_grid), num_samples)
 
 
 def _prepare(cfg: SweepConfig) -> None:
@@ -186,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{cfg.tracking_uri}")
     print(f"Report it: python -m analysis.report --experiment {shlex.quote(cfg.experiment)} "
           f"--sweep {shlex.quote(cfg.sweep_name)} --tracking-uri {shlex.quote(cfg.tracking_uri)}")
-    if _interrupted(result_grid, cfg.num_samples):  # Ctrl-C: what ran is kept, the rest can follow
+    ended = [bool(r.error or (r.metrics or {}).get("done")) for r in result_grid]
+    if sweep_interrupted(ended, cfg.num_samples):  # Ctrl-C: what ran is kept, the rest can follow
         args = list(sys.argv[1:] if argv is None else argv)
         again = shlex.join(["python", sys.argv[0], *args, *([] if cfg.resume else ["--resume"])])
         print(f"interrupted before all {cfg.num_samples} trials ended. Continue it: {again}")

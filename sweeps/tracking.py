@@ -27,7 +27,7 @@ from ray import tune
 from trainable import CONFIG_KEY, METRICS, TAGS_KEY
 
 __all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG",
-           "find_parent_run", "probe"]
+           "find_parent_run", "probe", "sweep_interrupted"]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,16 +49,15 @@ def find_parent_run(client: MlflowClient, experiment_id: str, sweep: str) -> Any
     return found[0] if found else None
 
 
-def _interrupted(trials: list, total: int | None) -> bool:
+def sweep_interrupted(ended: list[bool], total: int | None) -> bool:
     """Whether Tune ended the experiment before all of it ran (Ctrl-C, a stop signal).
 
-    Tune marks the trials it stops then TERMINATED too; only a trial that really ended (its last
-    epoch, ASHA's stop, divergence) has ``done`` in its last result. ``total``: the trials the
-    sweep asked for (Tune's ``total_num_samples``), not all of which may exist yet.
+    ``ended``: per trial, whether it really ended -- it errored, or its last result carries
+    ``done`` (its last epoch, ASHA's stop, divergence); Tune marks the trials it stops TERMINATED
+    too, so their status cannot tell. ``total``: the trials the sweep asked for, not all of
+    which may exist yet.
     """
-    ended = [t for t in trials if t.status == "ERROR"
-             or (t.status == "TERMINATED" and (t.last_result or {}).get("done"))]
-    return len(ended) < max(len(trials), total or 0)
+    return sum(ended) < max(len(ended), total or 0)
 
 
 def _guarded(method: Callable) -> Callable:
@@ -198,7 +197,9 @@ class MlflowTrackingCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close what is open: FINISHED when every trial ended, else KILLED and tagged
         interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag."""
-        interrupted = _interrupted(trials, self._total)
+        interrupted = sweep_interrupted(
+            [t.status == "ERROR" or bool((t.last_result or {}).get("done")) for t in trials],
+            self._total)
         for trial_id in list(self._runs):
             _logger.warning("trial %s ended without a final status; closing its run KILLED",
                             trial_id)
