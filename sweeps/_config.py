@@ -39,7 +39,7 @@ class SweepConfig:
     archs: tuple[str, ...] = _f(("resnet18",), "torchvision model names, comma-separated")
     dataset: str = _f(os.environ.get("GHN_SWEEP_DATASET", "cifar10"),
                       "cifar10 | cifar100 (downloaded) | an ImageFolder tree with train/, test/")
-    n_shots: int = _f(20, "training images per class (the paper: 100)")
+    n_shots: int = _f(100, "training images per class (as in the paper)")
     ghn: str = _f(os.environ.get("GHN_CHECKPOINT", "ghn2-imagenet"),
                   "GHN-2 checkpoint name or path")
     lr_min: float = _f(1e-3, "learning-rate search range (log-uniform): low end")

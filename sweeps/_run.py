@@ -165,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Checkpointing every epoch (--checkpoint-every 1) is deliberate; don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Workers' logs stay in the results dir; failures still reach this terminal through Tune.
-    ray.init(address=cfg.address or None, logging_level=logging.WARNING, log_to_driver=False,
-             include_dashboard=None if cfg.address else False)
     tracking = MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
         sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()})
+    tracking.connect()  # while Ray starts
+    # Workers' logs stay in the results dir; failures still reach this terminal through Tune.
+    ray.init(address=cfg.address or None, logging_level=logging.WARNING, log_to_driver=False,
+             include_dashboard=None if cfg.address else False)
     progress = ProgressCallback(METRIC, cfg.max_epochs, tracking)
     start = time.time()
     result_grid = build_tuner(cfg, [tracking, progress]).fit()

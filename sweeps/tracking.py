@@ -121,16 +121,21 @@ class MlflowTrackingCallback(tune.Callback):
 
     # --- Tune hooks -------------------------------------------------------------------------
 
-    def setup(self, **info: Any) -> None:
-        """Connect, and open (or, after a restore, reopen) the sweep's parent run.
-
-        In the background: creating a fresh MLflow store takes seconds, and the first trial's
-        worker can start meanwhile. Every hook waits for the connection before it logs.
+    def connect(self) -> None:
+        """Start connecting to the tracking store, in the background: creating a fresh MLflow
+        store takes seconds of CPU. Call it before ``ray.init`` to overlap that with Ray's
+        start-up; ``setup`` calls it otherwise. It opens no run, so a sweep that never starts
+        leaves none behind. Every hook waits for it to end.
         """
+        if self._connecting is None:
+            self._connecting = threading.Thread(target=self._connect, name="mlflow-connect",
+                                                daemon=True)
+            self._connecting.start()
+
+    def setup(self, **info: Any) -> None:
         self._total = info.get("total_num_samples")
-        self._connecting = threading.Thread(target=self._connect, name="mlflow-connect",
-                                            daemon=True)
-        self._connecting.start()
+        self.connect()
+        self._open_parent_run()
 
     @property
     def parent_run_id(self) -> str | None:
@@ -251,27 +256,28 @@ class MlflowTrackingCallback(tune.Callback):
 
     def _connect(self) -> None:
         try:
-            self._open_parent_run()
+            probe(self.tracking_uri)
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            exp = client.get_experiment_by_name(self.experiment)
+            self._experiment_id = exp.experiment_id if exp else client.create_experiment(
+                self.experiment, tags=dict([EXPERIMENT_KIND]))
+            self._client = client
         except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
             self._disable(e)
 
+    @_guarded
     def _open_parent_run(self) -> None:
-        probe(self.tracking_uri)
-        client = MlflowClient(tracking_uri=self.tracking_uri)
-        exp = client.get_experiment_by_name(self.experiment)
-        self._experiment_id = exp.experiment_id if exp else client.create_experiment(
-            self.experiment, tags=dict([EXPERIMENT_KIND]))
-        found = find_parent_run(client, self._experiment_id, self.sweep)
+        """Open the sweep's parent run, or after a restore reopen it."""
+        found = find_parent_run(self._client, self._experiment_id, self.sweep)
         if found:
             self._parent_run_id = found.info.run_id
-            _reopen(client, found)
+            _reopen(self._client, found)
             _logger.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
-            run = client.create_run(self._experiment_id, run_name=self.sweep,
-                                    tags={SWEEP_TAG: self.sweep})
+            run = self._client.create_run(self._experiment_id, run_name=self.sweep,
+                                          tags={SWEEP_TAG: self.sweep})
             self._parent_run_id = run.info.run_id
-            _log_params(client, self._parent_run_id, self.sweep_params)
-        self._client = client
+            _log_params(self._client, self._parent_run_id, self.sweep_params)
 
     def _ensure_run(self, trial: Any) -> str:
         """The trial's open run: known, found by its trial-id tag (restore), or created."""

@@ -206,7 +206,7 @@ RECIPES: dict[str, TrialConfig] = {
         small_stem=False,
         init="random",
         device="cpu",
-        data=DataConfig(n_shots=20, val_per_class=10, test_per_class=20),
+        data=DataConfig(n_shots=100, val_per_class=10, test_per_class=20),
         optim=OptimConfig(lr=0.05, weight_decay=5e-4, batch_size=64, epochs=2),
     ),
 }

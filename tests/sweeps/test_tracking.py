@@ -104,6 +104,19 @@ def test_finished_trial_is_one_child_run_with_params_tags_and_epoch_steps(uri):
     assert "training_iteration" not in run.data.metrics and "done" not in run.data.metrics
 
 
+def test_connect_before_the_sweep_creates_the_store_but_no_run(uri):
+    cb = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s1")
+    cb.connect()  # as the sweep's command does, before ray.init
+    cb.connect()  # idempotent: one connection
+    cb._wait_connected()
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("exp")
+    assert exp is not None and client.search_runs([exp.experiment_id]) == []
+    cb.setup()  # Tune's hook opens the parent run on that connection
+    (parent,) = client.search_runs([exp.experiment_id])
+    assert parent.info.run_id == cb.parent_run_id and parent.data.tags[SWEEP_TAG] == "s1"
+
+
 def test_scheduler_stop_failure_and_divergence_close_runs(uri):
     cb = _callback(uri)
     _play(cb, FakeTrial("early", {"optim.epochs": 5}), [1, 2])
