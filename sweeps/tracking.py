@@ -7,6 +7,10 @@ After ``Tuner.restore`` (or a retried trial) it finds the trial's existing run b
 ``ray.trial_id`` tag and continues it, skipping epochs that run already holds. Workers never talk
 to MLflow, so on a cluster the tracking server need only be reachable from the head node.
 
+MLflow calls run in order on one writer thread, so the hooks return at once: Tune holds a trial
+back until the driver's callbacks are done with its result, and a store's latency (tens of ms
+for SQLite, more over HTTP) would otherwise be added to every epoch of every trial.
+
 If the tracking store cannot be reached, the callback says so once, loudly, and switches itself
 off: training goes on and Ray's own results keep the metrics.
 """
@@ -15,9 +19,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -61,18 +65,12 @@ def sweep_interrupted(ended: list[bool], total: int | None) -> bool:
 
 
 def _guarded(method: Callable) -> Callable:
-    """Run a hook only while tracking works; the first error switches tracking off, loudly."""
+    """Queue a hook on the callback's writer thread, where it runs only while tracking works; the
+    first error switches tracking off, loudly."""
 
     @functools.wraps(method)
-    def wrapper(self: MlflowTrackingCallback, *args: Any, **kwargs: Any) -> Any:
-        self._wait_connected()
-        if self._disabled:
-            return None
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
-            self._disable(e)
-            return None
+    def wrapper(self: MlflowTrackingCallback, *args: Any, **kwargs: Any) -> None:
+        self._writer.submit(self._run_guarded, method, args, kwargs)
 
     return wrapper
 
@@ -102,7 +100,8 @@ class MlflowTrackingCallback(tune.Callback):
         self._disabled = False
         self._experiment_id: str | None = None
         self._parent_run_id: str | None = None
-        self._connecting: threading.Thread | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self._connect_queued = False
         self._total: int | None = None  # trials the sweep asked for, from Tune's setup
         self._runs: dict[str, str] = {}  # trial id -> MLflow run id
         self._last_epoch: dict[str, int] = {}  # trial id -> last epoch logged
@@ -125,22 +124,25 @@ class MlflowTrackingCallback(tune.Callback):
         """Start connecting to the tracking store, in the background: creating a fresh MLflow
         store takes seconds of CPU. Call it before ``ray.init`` to overlap that with Ray's
         start-up; ``setup`` calls it otherwise. It opens no run, so a sweep that never starts
-        leaves none behind. Every hook waits for it to end.
+        leaves none behind.
         """
-        if self._connecting is None:
-            self._connecting = threading.Thread(target=self._connect, name="mlflow-connect",
-                                                daemon=True)
-            self._connecting.start()
+        if not self._connect_queued:
+            self._connect_queued = True
+            self._connect()
 
     def setup(self, **info: Any) -> None:
         self._total = info.get("total_num_samples")
         self.connect()
         self._open_parent_run()
 
+    def flush(self) -> None:
+        """Wait until every MLflow call queued so far is done."""
+        self._writer.submit(lambda: None).result()
+
     @property
     def parent_run_id(self) -> str | None:
-        """The sweep's parent run, once connected; None when tracking is off."""
-        self._wait_connected()
+        """The sweep's parent run, once opened; None when tracking is off."""
+        self.flush()
         return self._parent_run_id
 
     @_guarded
@@ -198,36 +200,40 @@ class MlflowTrackingCallback(tune.Callback):
         run_id = self._ensure_run(trial)
         self._client.set_tag(run_id, "ghn_sweep.retried", "true")
 
-    @_guarded
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close what is open: FINISHED when every trial ended, else KILLED and tagged
-        interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag."""
-        interrupted = sweep_interrupted(
+        interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag. Returns once
+        every MLflow call is done, so the driver may exit."""
+        self._end_sweep(sweep_interrupted(
             [t.status == "ERROR" or bool((t.last_result or {}).get("done")) for t in trials],
-            self._total)
+            self._total))
+        self.flush()
+
+    @_guarded
+    def _end_sweep(self, interrupted: bool) -> None:
         for trial_id in list(self._runs):
             _logger.warning("trial %s ended without a final status; closing its run KILLED",
                             trial_id)
             run_id = self._runs.pop(trial_id)
             self._client.set_tag(run_id, INTERRUPTED_TAG, "true")
             self._client.set_terminated(run_id, status="KILLED")
-        if self.parent_run_id is not None:
+        if self._parent_run_id is not None:
             self._close_orphans()
             if interrupted:
-                self._client.set_tag(self.parent_run_id, INTERRUPTED_TAG, "true")
-                self._client.set_terminated(self.parent_run_id, status="KILLED")
+                self._client.set_tag(self._parent_run_id, INTERRUPTED_TAG, "true")
+                self._client.set_terminated(self._parent_run_id, status="KILLED")
             else:
-                self._client.set_terminated(self.parent_run_id, status="FINISHED")
+                self._client.set_terminated(self._parent_run_id, status="FINISHED")
 
     @_guarded
     def log_sweep_progress(self, metrics: dict[str, float], step: int,
                            best: dict[str, Any] | None = None) -> None:
         """Progress of the whole sweep on the parent run: ``metrics`` (trial counts, best value)
         at ``step``, and the best trial so far as tags ``best.<key>``, overwritten as it changes."""
-        if self.parent_run_id is not None:
+        if self._parent_run_id is not None:
             now = int(time.time() * 1000)
             self._client.log_batch(
-                self.parent_run_id,
+                self._parent_run_id,
                 metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
                 tags=[RunTag(f"best.{k}", str(v)) for k, v in (best or {}).items()])
 
@@ -241,7 +247,7 @@ class MlflowTrackingCallback(tune.Callback):
         """
         orphans = self._client.search_runs(
             [self._experiment_id],
-            filter_string=(f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and "
+            filter_string=(f"tags.`mlflow.parentRunId` = '{self._parent_run_id}' and "
                            "attributes.status = 'RUNNING'"))
         for run in orphans:
             _logger.warning("closing orphaned run %s (%s) KILLED", run.info.run_id,
@@ -250,20 +256,22 @@ class MlflowTrackingCallback(tune.Callback):
                                  "the sweep's driver died before Tune recorded this trial")
             self._client.set_terminated(run.info.run_id, status="KILLED")
 
-    def _wait_connected(self) -> None:
-        if self._connecting is not None:
-            self._connecting.join()
-
-    def _connect(self) -> None:
+    def _run_guarded(self, method: Callable, args: tuple, kwargs: dict) -> None:
+        if self._disabled:
+            return
         try:
-            probe(self.tracking_uri)
-            client = MlflowClient(tracking_uri=self.tracking_uri)
-            exp = client.get_experiment_by_name(self.experiment)
-            self._experiment_id = exp.experiment_id if exp else client.create_experiment(
-                self.experiment, tags=dict([EXPERIMENT_KIND]))
-            self._client = client
+            method(self, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
             self._disable(e)
+
+    @_guarded
+    def _connect(self) -> None:
+        probe(self.tracking_uri)
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        exp = client.get_experiment_by_name(self.experiment)
+        self._experiment_id = exp.experiment_id if exp else client.create_experiment(
+            self.experiment, tags=dict([EXPERIMENT_KIND]))
+        self._client = client
 
     @_guarded
     def _open_parent_run(self) -> None:
@@ -287,7 +295,7 @@ class MlflowTrackingCallback(tune.Callback):
         found = self._client.search_runs(
             [self._experiment_id],
             filter_string=(f"tags.`{TRIAL_ID_TAG}` = '{_quote(trial_id)}' and "
-                           f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'"),
+                           f"tags.`mlflow.parentRunId` = '{self._parent_run_id}'"),
             max_results=1)
         if found:
             run_id = found[0].info.run_id
@@ -308,7 +316,7 @@ class MlflowTrackingCallback(tune.Callback):
         recipe), so the params logged are the trial's own resolved ``TrialConfig.to_flat()``.
         """
         config = dict(trial.config)
-        tags = {"mlflow.parentRunId": self.parent_run_id, TRIAL_ID_TAG: trial.trial_id,
+        tags = {"mlflow.parentRunId": self._parent_run_id, TRIAL_ID_TAG: trial.trial_id,
                 "ray.trial_name": str(trial)}
         tags.update({k: str(config[k]) for k in ("arch", "init", "ghn") if k in config})
         run = self._client.create_run(self._experiment_id, run_name=str(trial), tags=tags)

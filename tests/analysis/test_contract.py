@@ -53,6 +53,7 @@ def test_report_reads_the_callbacks_runs(tmp_path):
         cb.on_trial_complete(0, [], t)
     cb.on_trial_error(0, [], failed)
 
+    cb.flush()
     sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
     assert sweep.in_progress  # the parent run is open until the experiment ends
     cb.on_experiment_end([])

@@ -2,6 +2,7 @@
 
 import logging
 import pickle
+import threading
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -56,6 +57,7 @@ def _callback(uri, sweep="s1"):
     cb = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep=sweep,
                                 sweep_params={"num_samples": 4})
     cb.setup()
+    cb.flush()  # MLflow calls run on the callback's writer thread
     return cb
 
 
@@ -67,6 +69,7 @@ def _play(cb, trial, epochs, end="complete"):
         cb.on_trial_complete(0, [], trial)
     elif end == "error":
         cb.on_trial_error(0, [], trial)
+    cb.flush()
 
 
 def _children(uri, status=None):
@@ -108,13 +111,36 @@ def test_connect_before_the_sweep_creates_the_store_but_no_run(uri):
     cb = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s1")
     cb.connect()  # as the sweep's command does, before ray.init
     cb.connect()  # idempotent: one connection
-    cb._wait_connected()
+    cb.flush()
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("exp")
     assert exp is not None and client.search_runs([exp.experiment_id]) == []
     cb.setup()  # Tune's hook opens the parent run on that connection
+    cb.flush()
     (parent,) = client.search_runs([exp.experiment_id])
     assert parent.info.run_id == cb.parent_run_id and parent.data.tags[SWEEP_TAG] == "s1"
+
+
+def test_hooks_return_without_waiting_for_the_store(uri, monkeypatch):
+    """Tune holds a trial back until the driver's callbacks return: a slow store must not."""
+    cb = _callback(uri)
+    trial = FakeTrial("t1", {"optim.epochs": 1})
+    release = threading.Event()
+    store_log_batch = cb._client.log_batch
+
+    def slow_log_batch(*args, **kwargs):
+        assert release.wait(10), "a hook waited for the store"
+        return store_log_batch(*args, **kwargs)
+
+    monkeypatch.setattr(cb._client, "log_batch", slow_log_batch)
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, _result(1, trial))  # returns while the store is blocked
+    release.set()
+    cb.on_trial_complete(0, [], trial)
+    cb.flush()
+    (run,) = _children(uri)
+    assert run.info.status == "FINISHED"
+    assert _history(uri, run.info.run_id, "val/acc") == [(1, 0.1)]
 
 
 def test_scheduler_stop_failure_and_divergence_close_runs(uri):
@@ -187,6 +213,7 @@ def test_store_failing_mid_sweep_warns_once(uri, caplog, monkeypatch):
     cb = _callback(uri)
     trial = FakeTrial("t1", {})
     cb.on_trial_start(0, [], trial)
+    cb.flush()
 
     def down(*args, **kwargs):
         raise ConnectionError("tracking server went away")
@@ -196,6 +223,7 @@ def test_store_failing_mid_sweep_warns_once(uri, caplog, monkeypatch):
         for e in (1, 2, 3):
             cb.on_trial_result(0, [], trial, _result(e))
         cb.on_trial_complete(0, [], trial)
+        cb.flush()
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
 
 
