@@ -3,13 +3,18 @@
 Claim: a sweep of 8 trials x 3 epochs on CPU (the smoke preset's trials: resnet18, 100-shot
 CIFAR-10) spends <= 10% of its wall time outside its trials. Trials run one at a time (each gets
 both cores), so the sweep's wall time (Tuner.fit, after Ray has started) is comparable with the
-sum of the trials' own time (Ray's `time_total_s`, which includes each trial's data and model
-setup). Overhead = wall / sum - 1: scheduling, Optuna, checkpoint syncing, MLflow logging. As in
-the sweep's command, MLflow's store is created while Ray starts; that start-up, once per
-session, is printed apart. The overhead is split into the one-off start-up (Tuner.fit until the
-first trial's code runs: Optuna set-up, the first worker process importing ray.tune, torch and
-torchvision) and the rest, per trial.
-Prints, last, `sweep_overhead=<fraction>`.
+sum of the trials' own time: the time spent in the trial's code (data and model set-up, training,
+evaluation, writing its checkpoint), measured inside the trial between its reports.
+Overhead = wall / own - 1: scheduling, Optuna, checkpoint syncing, result logging, MLflow. Ray's
+`time_total_s` also counts Ray's work in the trial's process (copying each checkpoint into the
+sweep's storage); the overhead against it is printed apart, as `overhead_vs_ray_time`. As in the
+sweep's command, MLflow's store is created while Ray starts; that start-up, once per session, is
+printed apart. The overhead is split into the one-off start-up (Tuner.fit until the driver has
+the first trial's first result, less that result's own time: Optuna set-up, the first worker
+process importing ray.tune, torch and torchvision) and the rest, per trial.
+
+The sweep runs `--repeats` times in one Ray session, each a new sweep with a new worker process;
+prints each, then the medians, and, last, `sweep_overhead=<median fraction>`.
 
     python benchmarks/sweep_overhead.py --dataset ../shared/data/cifar10-jpeg \
         --ghn ../shared/ghn2/reference/ghn2_random_imagenet_seed0.pt
@@ -19,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
+from typing import Any
 
 import ray
 from ray import tune
@@ -28,19 +35,60 @@ from ray import tune
 from sweeps._config import SweepConfig
 from sweeps._progress import ProgressCallback
 from sweeps._run import METRIC, build_tuner
+from sweeps._trial import sweep_trial
 from sweeps.tracking import MlflowTrackingCallback
+
+OWN_TIME = "own_time_s"
+
+
+def timed_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
+    """`sweep_trial`, each of whose reports carries the time the trial's code spent since the
+    previous report returned (so not Ray's checkpoint upload, nor the wait for the driver)."""
+    ray_report = tune.report
+    last = time.perf_counter()
+
+    def report(metrics: dict[str, Any], **kwargs: Any) -> None:
+        nonlocal last
+        metrics[OWN_TIME] = time.perf_counter() - last
+        ray_report(metrics, **kwargs)
+        last = time.perf_counter()
+
+    tune.report = report  # trainable._ray calls it as `tune.report`, looked up at each call
+    try:
+        sweep_trial(config, sweep)
+    finally:
+        tune.report = ray_report
 
 
 class FirstResult(tune.Callback):
-    """When the driver saw the first result, and that result's own time (the trial's set-up and
-    first epoch): their difference is when the first trial's code started."""
+    """When the driver saw the first result, less that result's own time: when the first trial's
+    code started."""
 
     def __init__(self) -> None:
         self.first_trial_start: float | None = None
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if self.first_trial_start is None:
-            self.first_trial_start = time.perf_counter() - result["time_this_iter_s"]
+            self.first_trial_start = time.perf_counter() - result[OWN_TIME]
+
+
+def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback) -> dict[str, float]:
+    """One sweep; its figures."""
+    first = FirstResult()
+    callbacks = [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking), first]
+    start = time.perf_counter()
+    grid = build_tuner(cfg, callbacks, trial_fn=timed_trial).fit()
+    wall = time.perf_counter() - start
+    frames = [r.metrics_dataframe for r in grid]
+    own = sum(float(df[OWN_TIME].sum()) for df in frames)
+    ray_time = sum(float(df["time_this_iter_s"].sum()) for df in frames)
+    startup = first.first_trial_start - start
+    return {"sweep_wall_s": wall, "trials_own_s": own, "trials_ray_s": ray_time,
+            "overhead_vs_ray_time": wall / ray_time - 1,
+            "epochs": sum(len(df) for df in frames), "startup_s": startup,
+            "per_trial_overhead_s": (wall - own - startup) / len(grid),
+            "overhead_after_startup": (wall - startup) / own - 1,
+            "sweep_overhead": wall / own - 1}
 
 
 def main() -> None:
@@ -51,37 +99,42 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n-shots", type=int, default=SweepConfig.n_shots,
                         help="training images per class (default: the smoke preset's)")
+    parser.add_argument("--checkpoint-every", type=int, default=SweepConfig.checkpoint_every,
+                        help="epochs between a trial's checkpoints (default: the smoke preset's)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = SweepConfig(num_samples=args.trials, max_epochs=args.epochs,
-                          grace_period=args.epochs, n_shots=args.n_shots, dataset=args.dataset,
-                          ghn=args.ghn, cpus_per_trial=2, max_concurrent=1,
-                          storage=f"{tmp}/ray", tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-        # As the sweep's command does: MLflow's store is created while Ray starts.
-        tracking = MlflowTrackingCallback(tracking_uri=cfg.tracking_uri, experiment="bench",
-                                          sweep=cfg.sweep_name)
-        start = time.perf_counter()
-        tracking.connect()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        ray_start = time.perf_counter() - start
-        first = FirstResult()
-        callbacks = [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking), first]
-        start = time.perf_counter()
-        grid = build_tuner(cfg, callbacks).fit()
-        wall = time.perf_counter() - start
+        # Two CPUs a trial on two cores: one runs at a time; max_concurrent as the preset's, so
+        # TPE suggests the next trial while one runs.
+        configs = [SweepConfig(num_samples=args.trials, max_epochs=args.epochs,
+                               grace_period=args.epochs, n_shots=args.n_shots,
+                               checkpoint_every=args.checkpoint_every,
+                               dataset=args.dataset, ghn=args.ghn, cpus_per_trial=2,
+                               max_concurrent=2, storage=f"{tmp}/ray", name=f"bench-{i}",
+                               tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+                   for i in range(args.repeats)]
+        for i, cfg in enumerate(configs):
+            tracking = MlflowTrackingCallback(tracking_uri=cfg.tracking_uri, experiment="bench",
+                                              sweep=cfg.sweep_name)
+            if i == 0:  # as the sweep's command does: MLflow's store is created while Ray starts
+                start = time.perf_counter()
+                tracking.connect()
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                print(f"ray_start_s={time.perf_counter() - start:.1f}")
+            else:
+                tracking.connect()
+                tracking.flush()
+            runs.append(run_sweep(cfg, tracking))
+            print(f"sweep {i + 1}/{args.repeats}: "
+                  + " ".join(f"{k}={v:.3g}" for k, v in runs[-1].items()), flush=True)
         ray.shutdown()
-    frames = [r.metrics_dataframe for r in grid]
-    trials = sum(float(df["time_this_iter_s"].sum()) for df in frames)
-    epochs = sum(len(df) for df in frames)
-    startup = first.first_trial_start - start
-    per_trial = (wall - trials - startup) / len(grid)
-    print(f"ray_start_s={ray_start:.1f} sweep_wall_s={wall:.1f} trials_sum_s={trials:.1f} "
-          f"trials={len(grid)} epochs={epochs:.0f}")
-    print(f"startup_s={startup:.1f} per_trial_overhead_s={per_trial:.2f} "
-          f"overhead_after_startup={(wall - startup) / trials - 1:.3f}")
-    print(f"sweep_overhead={wall / trials - 1:.3f}")
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"medians of {len(runs)} sweeps of {args.trials} trials x {args.epochs} epochs: "
+          + " ".join(f"{k}={v:.3g}" for k, v in median.items() if k != "sweep_overhead"))
+    print(f"sweep_overhead={median['sweep_overhead']:.3f}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,13 @@ def test_smoke_sweep_end_to_end(tmp_path, reference_dir, cifar_jpeg_dir):
     assert table.num_rows == 8
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
     assert "results.parquet" in artifacts and "best_config.json" in artifacts
-    assert (tmp_path / "ray_results" / "noise_vs_lr-smoke" / "optuna.db").exists()
+    sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
+    assert (sweep_dir / "optuna.db").exists()
+    trial_dirs = [d for d in sweep_dir.iterdir() if (d / "params.json").exists()]
+    assert len(trial_dirs) == 8
+    for d in trial_dirs:  # Tune's own results stay; no TensorBoard copy of what MLflow holds
+        assert (d / "result.json").stat().st_size and (d / "progress.csv").stat().st_size
+        assert not list(d.glob("events.out.tfevents*"))
 
 
 @pytest.mark.slow
