@@ -105,6 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # as the sweep's command
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         # Two CPUs a trial on two cores: one runs at a time; max_concurrent as the preset's, so

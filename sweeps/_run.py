@@ -52,10 +52,8 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune
 
     A restored Tuner runs the callbacks it saved with the sweep, not `callbacks`.
     """
-    # MLflow is the sweep's record. Tune keeps its per-trial result.json and progress.csv (the
-    # ResultGrid reads them), but not a third copy as TensorBoard events: with tensorboardX
-    # installed those cost the driver ~70 ms per trial and ~8 ms per epoch, between trials.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune's per-trial result.json and progress.csv, which the ResultGrid reads, whatever
+    # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`main` sets it).
     callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback()]
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, sweep=cfg),
@@ -171,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Checkpointing every epoch (--checkpoint-every 1) is deliberate; don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # MLflow is the sweep's record: no third copy of the metrics as TensorBoard events (with
+    # tensorboardX installed they cost the driver ~70 ms per trial, between trials).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     tracking = MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
         sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()})
