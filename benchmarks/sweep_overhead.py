@@ -8,10 +8,16 @@ evaluation, writing its checkpoint), measured inside the trial between its repor
 Overhead = wall / own - 1: scheduling, Optuna, checkpoint syncing, result logging, MLflow. Ray's
 `time_total_s` also counts Ray's work in the trial's process (copying each checkpoint into the
 sweep's storage); the overhead against it is printed apart, as `overhead_vs_ray_time`. As in the
-sweep's command, MLflow's store is created while Ray starts; that start-up, once per session, is
-printed apart. The overhead is split into the one-off start-up (Tuner.fit until the driver has
-the first trial's first result, less that result's own time: Optuna set-up, the first worker
-process importing ray.tune, torch and torchvision) and the rest, per trial.
+sweep's command, the data is decoded and cached first and MLflow's store is created while Ray
+starts; that start-up, once per session, is printed apart. The overhead is split into the one-off
+start-up (Tuner.fit until the first trial's code ran: Optuna set-up, the worker process importing
+ray.tune, torch and torchvision) and the rest, per trial.
+
+A second baseline, `overhead_vs_bare_run`: after each sweep the same trial configs run back to
+back in a fresh Python process (`trainable.train`, checkpoints to local disk at the same epochs),
+the loop a user would otherwise write; it pays the torch and torchvision import once, and shows
+whether the trial's code runs slower inside Ray. It runs minutes after the sweep, so on a machine
+whose speed drifts it is the noisier of the two.
 
 The sweep runs `--repeats` times in one Ray session, each a new sweep with a new worker process;
 prints each, then the medians, and, last, `sweep_overhead=<median fraction>`.
@@ -23,10 +29,14 @@ prints each, then the medians, and, last, `sweep_overhead=<median fraction>`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -34,11 +44,21 @@ from ray import tune
 
 from sweeps._config import SweepConfig
 from sweeps._progress import ProgressCallback
-from sweeps._run import METRIC, build_tuner
+from sweeps._run import METRIC, _prepare, build_tuner
+from sweeps._space import trial_config
 from sweeps._trial import sweep_trial
 from sweeps.tracking import MlflowTrackingCallback
 
 OWN_TIME = "own_time_s"
+REPO = Path(__file__).resolve().parents[1]
+
+# The baseline: the same trials, one after the other, in one plain Python process.
+BARE_TRIALS = """
+import json, sys
+from trainable import TrialConfig, train
+for i, flat in enumerate(json.load(open(sys.argv[1]))):
+    train(TrialConfig.from_flat(flat), checkpoint_dir=f"{sys.argv[2]}/{i}")
+"""
 
 
 def timed_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
@@ -72,8 +92,19 @@ class FirstResult(tune.Callback):
             self.first_trial_start = time.perf_counter() - result[OWN_TIME]
 
 
-def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback) -> dict[str, float]:
-    """One sweep; its figures."""
+def run_bare(trials: list[dict[str, Any]], workdir: str) -> float:
+    """Wall time of ``trials`` (flat TrialConfigs) run bare in a fresh Python process."""
+    configs = f"{workdir}/trials.json"
+    Path(configs).write_text(json.dumps(trials))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", BARE_TRIALS, configs, f"{workdir}/checkpoints"],
+                   cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
+              workdir: str) -> dict[str, float]:
+    """One sweep, then its trials bare; their figures."""
     first = FirstResult()
     callbacks = [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking), first]
     start = time.perf_counter()
@@ -83,11 +114,13 @@ def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback) -> dict[str, f
     own = sum(float(df[OWN_TIME].sum()) for df in frames)
     ray_time = sum(float(df["time_this_iter_s"].sum()) for df in frames)
     startup = first.first_trial_start - start
-    return {"sweep_wall_s": wall, "trials_own_s": own, "trials_ray_s": ray_time,
-            "overhead_vs_ray_time": wall / ray_time - 1,
-            "epochs": sum(len(df) for df in frames), "startup_s": startup,
-            "per_trial_overhead_s": (wall - own - startup) / len(grid),
+    bare = run_bare([trial_config(r.config, cfg).to_flat() for r in grid], workdir)
+    return {"sweep_wall_s": wall, "bare_wall_s": bare, "trials_own_s": own,
+            "trials_ray_s": ray_time, "epochs": sum(len(df) for df in frames),
+            "startup_s": startup, "per_trial_overhead_s": (wall - own - startup) / len(grid),
             "overhead_after_startup": (wall - startup) / own - 1,
+            "overhead_vs_ray_time": wall / ray_time - 1,
+            "overhead_vs_bare_run": wall / bare - 1,
             "sweep_overhead": wall / own - 1}
 
 
@@ -120,7 +153,8 @@ def main() -> None:
         for i, cfg in enumerate(configs):
             tracking = MlflowTrackingCallback(tracking_uri=cfg.tracking_uri, experiment="bench",
                                               sweep=cfg.sweep_name)
-            if i == 0:  # as the sweep's command does: MLflow's store is created while Ray starts
+            if i == 0:  # as the sweep's command does: data decoded and cached ahead of the
+                _prepare(cfg)  # trials, MLflow's store created while Ray starts
                 start = time.perf_counter()
                 tracking.connect()
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -128,7 +162,9 @@ def main() -> None:
             else:
                 tracking.connect()
                 tracking.flush()
-            runs.append(run_sweep(cfg, tracking))
+            workdir = f"{tmp}/bare-{i}"
+            os.makedirs(workdir)
+            runs.append(run_sweep(cfg, tracking, workdir))
             print(f"sweep {i + 1}/{args.repeats}: "
                   + " ".join(f"{k}={v:.3g}" for k, v in runs[-1].items()), flush=True)
         ray.shutdown()
