@@ -94,6 +94,7 @@ class FirstResult(tune.Callback):
 
 def run_bare(trials: list[dict[str, Any]], workdir: str) -> float:
     """Wall time of ``trials`` (flat TrialConfigs) run bare in a fresh Python process."""
+    Path(workdir).mkdir()
     configs = f"{workdir}/trials.json"
     Path(configs).write_text(json.dumps(trials))
     start = time.perf_counter()
@@ -162,9 +163,7 @@ def main() -> None:
             else:
                 tracking.connect()
                 tracking.flush()
-            workdir = f"{tmp}/bare-{i}"
-            os.makedirs(workdir)
-            runs.append(run_sweep(cfg, tracking, workdir))
+            runs.append(run_sweep(cfg, tracking, workdir=f"{tmp}/bare-{i}"))
             print(f"sweep {i + 1}/{args.repeats}: "
                   + " ".join(f"{k}={v:.3g}" for k, v in runs[-1].items()), flush=True)
         ray.shutdown()
