@@ -15,11 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torchvision
-
-from ghn import CHECKPOINT_URLS
-from trainable import TEST_EVALS
-
 
 def _f(default: Any, help: str) -> Any:
     """A field whose help text becomes its command-line flag's help."""
@@ -74,6 +69,9 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+        _validate_names(self)
+        from ghn import CHECKPOINT_URLS  # imported by _validate_names already
+
         # Trials run in their own directories, so paths are made absolute here.
         if self.dataset not in ("cifar10", "cifar100"):
             object.__setattr__(self, "dataset", str(Path(self.dataset).resolve()))
@@ -121,15 +119,12 @@ def _fail(field: str, value: Any, why: str) -> None:
 
 
 def _validate(cfg: SweepConfig) -> None:
+    """The checks that need no torch: they answer at once."""
     if cfg.preset not in PRESETS:
         _fail("preset", cfg.preset, f"must be one of {sorted(PRESETS)}")
-    known = set(torchvision.models.list_models(module=torchvision.models))
     if not cfg.archs:
         _fail("archs", cfg.archs, "needs at least one architecture")
     for arch in cfg.archs:
-        if arch not in known:
-            _fail("archs", arch, "not a torchvision classification model (see "
-                  "torchvision.models.list_models())")
         if cfg.recipe == "paper" and arch not in PAPER_RECIPES:
             _fail("archs", arch, f"the paper recipe exists for {sorted(PAPER_RECIPES)} only")
     for lo, hi in (("lr_min", "lr_max"), ("beta_min", "beta_max")):
@@ -142,8 +137,6 @@ def _validate(cfg: SweepConfig) -> None:
                   "checkpoint_every"):
         if getattr(cfg, field) < 1:
             _fail(field, getattr(cfg, field), "must be >= 1")
-    if cfg.test_eval not in TEST_EVALS:
-        _fail("test_eval", cfg.test_eval, f"must be one of {TEST_EVALS}")
     if cfg.reduction_factor < 2:
         _fail("reduction_factor", cfg.reduction_factor, "must be >= 2")
     if cfg.grace_period > cfg.max_epochs:
@@ -156,13 +149,30 @@ def _validate(cfg: SweepConfig) -> None:
     if cfg.dataset not in ("cifar10", "cifar100") and not Path(cfg.dataset).is_dir():
         _fail("dataset", cfg.dataset, "must be cifar10, cifar100 or an existing ImageFolder "
               "directory with train/ and test/")
-    if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
-        _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
     # Trials checkpoint to storage from every node; MLflow is written by the driver only, so a
     # SQLite tracking URI is fine anywhere (the UI then reads that file).
     if cfg.address and "://" not in cfg.storage:
         _fail("storage", cfg.storage, "a local path cannot be shared by the nodes of a cluster: "
               "use s3://bucket/path, or file:///path on a filesystem every node mounts")
+
+
+def _validate_names(cfg: SweepConfig) -> None:
+    """The checks against torchvision's and our packages' names. They import torch (seconds),
+    so they come last and are imported here: `--help` and a mistyped number need not wait."""
+    import torchvision
+
+    from ghn import CHECKPOINT_URLS
+    from trainable import TEST_EVALS
+
+    known = set(torchvision.models.list_models(module=torchvision.models))
+    for arch in cfg.archs:
+        if arch not in known:
+            _fail("archs", arch, "not a torchvision classification model (see "
+                  "torchvision.models.list_models())")
+    if cfg.test_eval not in TEST_EVALS:
+        _fail("test_eval", cfg.test_eval, f"must be one of {TEST_EVALS}")
+    if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
+        _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
 
 
 def _flag_type(hint: Any):

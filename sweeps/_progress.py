@@ -28,6 +28,11 @@ class ProgressCallback(tune.Callback):
         self.best: tuple[float, dict, str] | None = None  # value, sampled config, trial name
         self._last_line = ""
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune marks the trial RUNNING only after this hook; shown running now, so the view
+        # moves as soon as trials start, not at their first epoch.
+        self._show(trials, starting=trial.trial_id)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         value = result.get(self.metric)
@@ -45,15 +50,17 @@ class ProgressCallback(tune.Callback):
         self.ended[trial.trial_id] = "failed"
         self._show(trials)
 
-    def counts(self, trials: list) -> dict[str, int]:
+    def counts(self, trials: list, starting: str | None = None) -> dict[str, int]:
+        """Trials by state; ``starting``: a trial about to run, not yet marked RUNNING."""
         states = list(self.ended.values())
-        running = sum(t.status == "RUNNING" and t.trial_id not in self.ended for t in trials)
+        running = sum((t.status == "RUNNING" or t.trial_id == starting)
+                      and t.trial_id not in self.ended for t in trials)
         return {"running": running,
                 "finished": states.count("finished"),
                 "stopped early": states.count("stopped early"), "failed": states.count("failed")}
 
-    def _show(self, trials: list) -> None:
-        counts = self.counts(trials)
+    def _show(self, trials: list, starting: str | None = None) -> None:
+        counts = self.counts(trials, starting)
         line = " · ".join(f"{n} {state}" for state, n in counts.items())
         if self.best is not None:
             value, config, _ = self.best

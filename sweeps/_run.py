@@ -163,7 +163,13 @@ def _bad_input(message: str) -> typing.NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
+    """The sweep command: flags in, exit status out (2: bad input, 130: interrupted)."""
+    return run(parse_args(argv), argv)
+
+
+def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
+    """Run the sweep ``cfg``; ``argv`` (default ``sys.argv[1:]``) is echoed in the hint to
+    ``--resume`` an interrupted sweep."""
     _prepare(cfg)
     if not cfg.address:  # in-process Ray: silence its token-auth note (clusters keep auth on)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -12,7 +12,10 @@ Baselines (random init, GHN without post-processing, the paper's recipe) run fir
 
 import sys
 
-from sweeps._run import main
+from sweeps._config import parse_args
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cfg = parse_args()  # --help and bad flags answer here, before Ray, MLflow and Optuna load
+    from sweeps._run import run
+
+    sys.exit(run(cfg))

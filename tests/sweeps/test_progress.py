@@ -22,6 +22,15 @@ def _report(cb, trials, trial, epoch, acc):
     cb.on_trial_result(0, trials, trial, trial.last_result)
 
 
+def test_a_starting_trial_shows_as_running(capsys):
+    cb = ProgressCallback("val/acc", max_epochs=3)
+    a, b = FakeTrial("a"), FakeTrial("b")
+    b.status = "PENDING"  # Tune calls on_trial_start before it marks the trial RUNNING
+    cb.on_trial_start(0, [a, b], b)
+    assert capsys.readouterr().out.strip().endswith(
+        "2 running · 0 finished · 0 stopped early · 0 failed")
+
+
 def test_counts_best_and_parent_run(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s")

@@ -54,6 +54,27 @@ def test_script_refuses_before_starting_ray(tmp_path):
     assert not (tmp_path / "ray").exists()
 
 
+# Runs the script as `python sweeps/noise_vs_lr.py ARGS` would, then lists the heavy packages
+# it had loaded by the time it exited.
+_LOADED_BY_SCRIPT = """
+import runpy, sys
+sys.argv = ["noise_vs_lr.py", *sys.argv[1:]]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+    print("exit", e.code)
+print("loaded", sorted({"torch", "ray", "mlflow", "optuna"} & set(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("argv, status", [(["--help"], 0), (["--max-epochs", "0"], 2)])
+def test_script_answers_help_and_bad_numbers_before_loading_torch(argv, status):
+    proc = subprocess.run([sys.executable, "-c", _LOADED_BY_SCRIPT, *argv],
+                          cwd=REPO / "sweeps", capture_output=True, text=True, timeout=120)
+    assert f"exit {status}" in proc.stdout, proc.stderr
+    assert "loaded []" in proc.stdout
+
+
 @pytest.mark.parametrize("existing, resume, message", [
     (True, False, "a sweep named 'noise_vs_lr-smoke' already exists"),
     (False, True, "--resume: there is no sweep to resume"),
