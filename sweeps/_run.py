@@ -111,7 +111,8 @@ def _finish(cfg: SweepConfig, result_grid, out: Path) -> None:
         best_config = best.config
         shown = ("arch", "init", "optim.lr", "postproc.beta", "postproc.orth")
         print(f"best {METRIC} = {best.metrics.get(METRIC):.4f} with "
-              + ", ".join(f"{k}={best_config[k]}" for k in shown if k in best_config))
+              + ", ".join(f"{k}={best_config[k]:.3g}" if isinstance(best_config[k], float)
+                          else f"{k}={best_config[k]}" for k in shown if k in best_config))
     _log_to_parent(cfg, path, best_config)
 
 
