@@ -13,6 +13,11 @@ SHOWN = (("arch", "{}"), ("init", "{}"), ("optim.lr", "lr={:.3g}"),
          ("postproc.beta", "beta={:.2g}"), ("postproc.orth", "orth={}"))
 
 
+def describe(config: dict[str, Any]) -> str:
+    """A trial's sampled config in a few words: ``resnet18 ghn lr=0.0015 orth=True``."""
+    return " ".join(fmt.format(config[k]) for k, fmt in SHOWN if k in config)
+
+
 class ProgressCallback(tune.Callback):
     """Counts trials by state and tracks the best `metric`; prints one line per change.
 
@@ -64,8 +69,7 @@ class ProgressCallback(tune.Callback):
         line = " · ".join(f"{n} {state}" for state, n in counts.items())
         if self.best is not None:
             value, config, _ = self.best
-            what = " ".join(fmt.format(config[k]) for k, fmt in SHOWN if k in config)
-            line += f" | best {self.metric} {value:.3f} ({what})"
+            line += f" | best {self.metric} {value:.3f} ({describe(config)})"
         if line != self._last_line:
             print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
             self._last_line = line

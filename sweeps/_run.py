@@ -25,7 +25,7 @@ from ghn import resolve_checkpoint
 from trainable import prepare_data
 
 from ._config import SweepConfig, parse_args
-from ._progress import ProgressCallback
+from ._progress import ProgressCallback, describe
 from ._space import SearchSpace, baselines, fixed_values, trial_config
 from ._trial import sweep_trial
 from .tracking import MlflowTrackingCallback, find_parent_run, probe, sweep_interrupted
@@ -109,10 +109,7 @@ def _finish(cfg: SweepConfig, result_grid, out: Path) -> None:
         print(f"no trial has reported {METRIC} yet")
     else:
         best_config = best.config
-        shown = ("arch", "init", "optim.lr", "postproc.beta", "postproc.orth")
-        print(f"best {METRIC} = {best.metrics.get(METRIC):.4f} with "
-              + ", ".join(f"{k}={best_config[k]:.3g}" if isinstance(best_config[k], float)
-                          else f"{k}={best_config[k]}" for k in shown if k in best_config))
+        print(f"best {METRIC} = {best.metrics.get(METRIC):.4f} with {describe(best_config)}")
     _log_to_parent(cfg, path, best_config)
 
 
