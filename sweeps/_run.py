@@ -47,6 +47,17 @@ def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
     return ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
 
 
+def trial_dirname(trial) -> str:
+    """``sweep_trial_<id>_<n>_resnet18_ghn_lr=0.0015_orth=True``: the trial's sampled values.
+
+    Tune's default name lists every config key alphabetically, the sweep's constants
+    (checkpoint_every, data_dataset, ...) first, and cuts it at 130 characters, before them.
+    """
+    number = trial.experiment_tag.split("_", 1)[0]  # Tune's tag: "<n>_<key=value,...>"
+    return "_".join([trial.trainable_name, trial.trial_id, number,
+                     *describe(trial.config).split()])
+
+
 def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune.Tuner:
     """A new Tuner, or with `cfg.resume` the interrupted one; `trial_fn(config, sweep)`.
 
@@ -73,6 +84,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler,
                                     search_alg=_searcher(cfg),
                                     num_samples=cfg.num_samples,
+                                    trial_dirname_creator=trial_dirname,
                                     # A new trial reuses a finished one's process: no second
                                     # torch import, and the node's caches are warm.
                                     reuse_actors=True),

@@ -144,3 +144,20 @@ def test_relative_paths_become_absolute(reference_dir, monkeypatch):
     cfg = parse_args(["--ghn", "reference/ghn2_random_imagenet_seed0.pt"])
     assert cfg.ghn == str((reference_dir / "ghn2_random_imagenet_seed0.pt").resolve())
     assert Path(cfg.ghn).is_absolute()
+
+
+def test_trial_directories_are_named_by_their_sampled_values():
+    from ray.tune.experiment import Trial
+
+    from analysis._ray_results import trial_id_of
+    from sweeps._run import trial_dirname
+
+    sweep = SweepConfig(archs=("resnet18",))
+    config = {**fixed_values(sweep), "arch": "resnet18", "optim.lr": 0.00151234, "init": "ghn",
+              "postproc.orth": True, NOISE: True, "postproc.beta": 3e-5}
+    trial = Trial("sweep_trial", config=config, trial_id="06bb0f35", stub=True,
+                  experiment_tag="4_arch=resnet18,checkpoint_every=1,data_dataset=cifar10",
+                  trial_dirname_creator=trial_dirname)
+    name = trial.custom_dirname
+    assert name == "sweep_trial_06bb0f35_4_resnet18_ghn_lr=0.00151_beta=3e-05_orth=True"
+    assert trial_id_of(name) == "06bb0f35"  # the report still finds the trial's id

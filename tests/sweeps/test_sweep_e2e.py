@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from analysis._ray_results import trial_id_of
 from sweeps.tracking import SWEEP_TAG, TRIAL_ID_TAG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +75,10 @@ def test_smoke_sweep_end_to_end(tmp_path, reference_dir, cifar_jpeg_dir):
     assert (sweep_dir / "optuna.db").exists()
     trial_dirs = [d for d in sweep_dir.iterdir() if (d / "params.json").exists()]
     assert len(trial_dirs) == 8
+    # Named by their sampled values, and by the ids their MLflow runs carry.
+    assert {trial_id_of(d.name) for d in trial_dirs} == {c.data.tags[TRIAL_ID_TAG]
+                                                         for c in children}
+    assert all("_resnet18_" in d.name and "_lr=" in d.name for d in trial_dirs)
     for d in trial_dirs:  # Tune's own results stay; no TensorBoard copy of what MLflow holds
         assert (d / "result.json").stat().st_size and (d / "progress.csv").stat().st_size
         assert not list(d.glob("events.out.tfevents*"))
