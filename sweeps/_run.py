@@ -115,13 +115,17 @@ def _finish(cfg: SweepConfig, result_grid, out: Path) -> None:
     pq.write_table(table, path)
     print(f"\n{len(table)} trials; results table: {path}")
     best_config = None
-    try:
-        best = result_grid.get_best_result(metric=METRIC, mode=MODE, filter_nan_and_inf=True)
+    try:  # best epoch of any trial, as the progress line, the table and the report have it
+        best = result_grid.get_best_result(metric=METRIC, mode=MODE, scope="all",
+                                           filter_nan_and_inf=True)
     except RuntimeError:  # no trial has reported yet (e.g. Ctrl-C right at the start)
         print(f"no trial has reported {METRIC} yet")
     else:
         best_config = best.config
-        print(f"best {METRIC} = {best.metrics.get(METRIC):.4f} with {describe(best_config)}")
+        history = best.metrics_dataframe
+        epoch = history.loc[history[METRIC].agg(f"idx{MODE}"), "epoch"]
+        print(f"best {METRIC} = {history[METRIC].agg(MODE):.4f} (epoch {epoch}) with "
+              f"{describe(best_config)}")
     _log_to_parent(cfg, path, best_config)
 
 
