@@ -72,6 +72,9 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune
     run_config = tune.RunConfig(
         name=cfg.sweep_name, storage_path=cfg.storage_path, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        # Two, not one: Tune deletes the older checkpoint when the newer one reaches the driver,
+        # but the experiment state that --resume reads is saved only now and then, so after a
+        # killed driver it may still name the older one.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
     if cfg.resume:
         return tune.Tuner.restore(cfg.sweep_path, trainable=trainable, resume_unfinished=True,
