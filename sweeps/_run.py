@@ -126,8 +126,8 @@ def _finish(cfg: SweepConfig, result_grid, out: Path) -> None:
     else:
         best_config = best.config
         history = best.metrics_dataframe
-        epoch = history.loc[history[METRIC].agg(f"idx{MODE}"), "epoch"]
-        print(f"best {METRIC} = {history[METRIC].agg(MODE):.4f} (epoch {epoch}) with "
+        top = history.loc[history[METRIC].agg(f"idx{MODE}")]  # its best epoch's row
+        print(f"best {METRIC} = {top[METRIC]:.4f} (epoch {int(top['epoch'])}) with "
               f"{describe(best_config)}")
     _log_to_parent(cfg, path, best_config)
 
