@@ -37,11 +37,19 @@ class SweepConfig:
     n_shots: int = _f(100, "training images per class (as in the paper)")
     ghn: str = _f(os.environ.get("GHN_CHECKPOINT", "ghn2-imagenet"),
                   "GHN-2 checkpoint name or path")
-    lr_min: float = _f(1e-3, "learning-rate search range (log-uniform): low end")
-    lr_max: float = _f(0.3, "learning-rate search range: high end")
+    lr_scale_min: float = _f(0.1, "learning rate searched as a multiple of each arch's recipe "
+                                  "lr (log-uniform): low end (must be <= 1: the recipe's lr is "
+                                  "a baseline)")
+    lr_scale_max: float = _f(10.0, "learning-rate multiple: high end (must be >= 1)")
     beta_min: float = _f(1e-6, "noise strength range (log-uniform): low end; beta = 0 is "
                                "always a baseline")
     beta_max: float = _f(1e-3, "noise strength range: high end")
+    search_layer: bool = _f(False, "also search which layers are post-processed: a share of "
+                                   "the layers from the end (else each recipe's layers)")
+    search_max_sz: bool = _f(False, "also search postproc.max_sz in {0, 64, 128}")
+    repeats: int = _f(2, "after the search, run each method's best configuration(s) and every "
+                         "baseline again with this many further seeds (0: none)")
+    repeat_top: int = _f(1, "configurations repeated per architecture and init method")
     recipe: str = _f("smoke", "trainable recipe of the fixed values; 'paper': one per arch")
     gpus_per_trial: float = _f(0.0, "GPUs per trial; fractions pack trials, 0.25 = 4 per GPU")
     cpus_per_trial: float = _f(1.0, "CPUs per trial")
@@ -103,7 +111,7 @@ class SweepConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
     "paper": {"num_samples": 64, "max_epochs": 300, "archs": ("resnet50", "convnext_base"),
-              "n_shots": 100, "recipe": "paper", "lr_min": 1e-4, "lr_max": 0.1,
+              "n_shots": 100, "recipe": "paper", "repeats": 3,
               "gpus_per_trial": 1.0, "cpus_per_trial": 4.0, "max_concurrent": 16,
               "grace_period": 30, "reduction_factor": 3,
               # A checkpoint is the model and optimiser state (~1 GB for convnext_base with
@@ -127,14 +135,19 @@ def _validate(cfg: SweepConfig) -> None:
     for arch in cfg.archs:
         if cfg.recipe == "paper" and arch not in PAPER_RECIPES:
             _fail("archs", arch, f"the paper recipe exists for {sorted(PAPER_RECIPES)} only")
-    for lo, hi in (("lr_min", "lr_max"), ("beta_min", "beta_max")):
+    for lo, hi in (("lr_scale_min", "lr_scale_max"), ("beta_min", "beta_max")):
         a, b = getattr(cfg, lo), getattr(cfg, hi)
         if not a > 0:
             _fail(lo, a, "must be > 0 (the range is log-uniform)")
         if not b > a:
             _fail(hi, b, f"must be > --{lo.replace('_', '-')}={a}: the range is empty")
+    if not cfg.lr_scale_min <= 1 <= cfg.lr_scale_max:
+        _fail("lr_scale_min", (cfg.lr_scale_min, cfg.lr_scale_max), "the range must contain 1: "
+              "the baselines run at each recipe's own learning rate")
+    if cfg.repeats < 0:
+        _fail("repeats", cfg.repeats, "must be >= 0")
     for field in ("num_samples", "max_epochs", "n_shots", "max_concurrent", "grace_period",
-                  "checkpoint_every"):
+                  "checkpoint_every", "repeat_top"):
         if getattr(cfg, field) < 1:
             _fail(field, getattr(cfg, field), "must be >= 1")
     if cfg.reduction_factor < 2:
@@ -189,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python sweeps/noise_vs_lr.py",
         description="Sweep GHN-2 post-processing strength, learning rate and architecture "
                     "with Ray Tune (Optuna TPE + ASHA), tracked in MLflow.")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="a YAML or TOML file of SweepConfig fields (as the flags, with "
+                             "underscores); flags given too override it")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved configuration and every baseline trial's "
+                             "full TrialConfig as JSON, then exit before Ray starts")
     hints = typing.get_type_hints(SweepConfig)
     for field in dataclasses.fields(SweepConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -203,16 +222,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> SweepConfig:
-    """Preset first, then flags; invalid input exits with status 2 and says why."""
+def read_config_file(path: Path) -> dict[str, Any]:
+    """SweepConfig fields from YAML (.yaml/.yml) or TOML (.toml); unknown keys and values of the
+    wrong type raise ValueError naming the key."""
+    if not path.is_file():
+        raise ValueError(f"--config: no such file {str(path)!r}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ValueError(f"--config: {path.name} must end in .yaml, .yml or .toml")
+    except (ValueError, ImportError) as e:
+        raise ValueError(f"--config {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - yaml's parse errors have no common public base
+        raise ValueError(f"--config {path}: not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: must be a mapping of field names to values")
+    hints = typing.get_type_hints(SweepConfig)
+    out = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise ValueError(f"--config {path}: unknown key {key!r}; the keys are SweepConfig's "
+                             f"fields: {', '.join(hints)}")
+        out[key] = _typed(key, value, hints[key], path)
+    return out
+
+
+def _typed(key: str, value: Any, hint: Any, path: Path) -> Any:
+    """``value`` as the field's type; ints are accepted for floats, lists or a comma-separated
+    string for tuples."""
+    if typing.get_origin(hint) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(v, str) for v in items):
+            return tuple(v.strip() for v in items if v.strip())
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+        return value
+    wanted = "a list of strings" if typing.get_origin(hint) is tuple else hint.__name__
+    raise ValueError(f"--config {path}: {key} must be {wanted}, got {value!r}")
+
+
+def parse_command(argv: list[str] | None = None) -> tuple[SweepConfig, bool]:
+    """(config, dry_run): preset, then the config file, then flags; invalid input exits with
+    status 2 and says why."""
     parser = build_parser()
-    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    preset = args.get("preset", SweepConfig.preset)
+    ns = vars(parser.parse_args(argv))
+    path, dry_run = ns.pop("config"), ns.pop("dry_run")
+    args = {k: v for k, v in ns.items() if v is not None}
+    try:
+        from_file = read_config_file(path) if path is not None else {}
+    except ValueError as e:
+        parser.error(str(e))
+    preset = args.get("preset", from_file.get("preset", SweepConfig.preset))
     if preset not in PRESETS:
         parser.error(f"--preset: must be one of {sorted(PRESETS)} (got {preset!r})")
     try:
-        return SweepConfig(**{**PRESETS[preset], **args})
+        return SweepConfig(**{**PRESETS[preset], **from_file, **args}), dry_run
     except ValueError as e:
         parser.error(str(e))
     raise AssertionError("unreachable")
 
+
+def parse_args(argv: list[str] | None = None) -> SweepConfig:
+    """The SweepConfig of a command line (see `parse_command`)."""
+    return parse_command(argv)[0]

@@ -7,15 +7,22 @@
 Optuna TPE samples noise strength, learning rate, architecture and orthogonalisation; ASHA stops
 weak trials by validation accuracy; every trial is an MLflow run under the sweep's parent run.
 Baselines (random init, GHN without post-processing, the paper's recipe) run first.
-`--resume` continues an interrupted sweep. `--help` lists every flag.
+`--resume` continues an interrupted sweep; `--dry-run` prints what would run; `--config FILE`
+reads the flags from YAML or TOML. `--help` lists every flag.
 """
 
+import json
 import sys
 
-from sweeps._config import parse_args
+from sweeps._config import parse_command
 
 if __name__ == "__main__":
-    cfg = parse_args()  # --help and bad flags answer here, before Ray, MLflow and Optuna load
+    cfg, dry_run = parse_command()  # --help and bad flags answer here, before Ray and MLflow
+    if dry_run:
+        from sweeps._space import plan
+
+        print(json.dumps(plan(cfg), indent=2))
+        sys.exit(0)
     from sweeps._run import run
 
     sys.exit(run(cfg))

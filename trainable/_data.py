@@ -39,12 +39,20 @@ class Splits:
     num_classes: int
 
 
-def load_splits(cfg: DataConfig, device: torch.device) -> Splits:
-    """Decoded dataset (cached on disk) -> seeded per-class shots / val / test on ``device``."""
+def load_splits(cfg: DataConfig, device: torch.device, seed: int = 0) -> Splits:
+    """Decoded dataset (cached on disk) -> seeded per-class shots / val / test on ``device``.
+
+    ``cfg.split_seed`` fixes the validation and test images, so every trial of a sweep is
+    selected and scored on the same ones; the n-shot training images are drawn from the rest by
+    the trial's ``seed``, since which 100 images a class gets moves accuracy as much as a model's
+    init does, and repeats over seeds should measure both.
+    """
     raw = _decoded(cfg)
     g = torch.Generator().manual_seed(cfg.split_seed)
-    val_idx, train_idx = _per_class(raw["train_y"], g, cfg.val_per_class, cfg.n_shots, "train")
+    val_idx, rest = _per_class(raw["train_y"], g, cfg.val_per_class, None, "train")
     test_idx = _per_class(raw["test_y"], g, 0, cfg.test_per_class, "test")[1]
+    shots = torch.Generator().manual_seed(seed)
+    train_idx = rest[_per_class(raw["train_y"][rest], shots, 0, cfg.n_shots, "train")[1]]
     train_x = raw["train_x"][train_idx]
     as_float = train_x.float().div_(255)
     mean = as_float.mean(dim=(0, 1, 2)).view(1, -1, 1, 1)

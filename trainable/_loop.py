@@ -76,7 +76,7 @@ def fit(
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick the fastest kernels
-    splits = load_splits(cfg.data, device)
+    splits = load_splits(cfg.data, device, cfg.seed)
     model, tags = build_model(cfg, splits.num_classes)
     tags["device"] = torch.cuda.get_device_name(device) if cuda else str(device)
     # A fresh trial's first report also carries the init diagnostics, string tags (GHN checkpoint

@@ -26,6 +26,16 @@ def test_splits_are_per_class_seeded_and_disjoint(cifar_jpeg_dir):
     assert not torch.equal(other.train_x, s.train_x)
 
 
+def test_the_trial_seed_draws_the_shots_but_not_validation_or_test(cifar_jpeg_dir):
+    cfg = DataConfig(dataset=str(cifar_jpeg_dir), n_shots=20, val_per_class=10, test_per_class=30)
+    a, b = (load_splits(cfg, torch.device("cpu"), seed=s) for s in (0, 1))
+    assert torch.equal(a.val_x, b.val_x) and torch.equal(a.test_x, b.test_x)
+    assert not torch.equal(a.train_x, b.train_x)
+    assert _per_class_counts(b.train_y) == [20] * 10
+    shots_b = {bytes(x.numpy()) for x in b.train_x[:, PAD:-PAD, PAD:-PAD]}
+    assert not shots_b & {bytes(x.numpy()) for x in a.val_x}  # still never a validation image
+
+
 def test_decoded_dataset_is_cached(cifar_jpeg_dir, monkeypatch):
     cfg = DataConfig(dataset=str(cifar_jpeg_dir), n_shots=5, val_per_class=5, test_per_class=5)
     load_splits(cfg, torch.device("cpu"))
