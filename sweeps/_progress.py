@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
 
+from analysis.best import best_of, rank_key
+
 from .tracking import MlflowTrackingCallback
 
 SHOWN = (("arch", "{}"), ("init", "{}"), ("optim.lr", "lr={:.3g}"),
-         ("postproc.beta", "beta={:.2g}"), ("postproc.orth", "orth={}"))
+         ("postproc.beta", "beta={:.2g}"), ("postproc.orth", "orth={}"),
+         ("postproc.layer", "layer={}"), ("postproc.max_sz", "max_sz={}"))
+# Trial states, named as in the report's trials table; shown in this order.
+STATES = {"running": "running", "finished": "finished", "stopped_early": "stopped early",
+          "diverged": "diverged", "failed": "failed"}
 
 
 def describe(config: dict[str, Any]) -> str:
@@ -18,66 +26,105 @@ def describe(config: dict[str, Any]) -> str:
     return " ".join(fmt.format(config[k]) for k, fmt in SHOWN if k in config)
 
 
+@dataclass
+class TrialState:
+    """What the view knows of one trial: enough to rank it with `analysis.best.rank_key`."""
+
+    name: str
+    config: dict[str, Any]
+    status: str = "running"
+    best_val: float | None = None
+
+
 class ProgressCallback(tune.Callback):
-    """Counts trials by state and tracks the best `metric`; prints one line per change.
+    """Counts trials by state and tracks the best trial (`analysis.best`); prints one line per
+    change.
 
     With `tracking`, the counts and the best value are logged as metrics of the sweep's parent
     run (step = number of ended trials), and the best trial's name and sampled config as its tags
     ``best.*``, so the MLflow UI shows the sweep's progress and its best configuration so far.
+    ``phase="repeats"`` (the seeds after the search) counts under ``repeats_*`` and ranks
+    nothing: the best configuration is the search's.
     """
 
     def __init__(self, metric: str, max_epochs: int,
-                 tracking: MlflowTrackingCallback | None = None) -> None:
+                 tracking: MlflowTrackingCallback | None = None, phase: str = "search") -> None:
         self.metric, self.max_epochs, self.tracking = metric, max_epochs, tracking
-        self.ended: dict[str, str] = {}  # trial id -> finished | stopped early | failed
+        self.phase = phase
+        self.trials: dict[str, TrialState] = {}
         self.best: tuple[float, dict, str] | None = None  # value, sampled config, trial name
         self._last_line = ""
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune marks the trial RUNNING only after this hook; shown running now, so the view
         # moves as soon as trials start, not at their first epoch.
+        self._state(trial)
         self._show(trials, starting=trial.trial_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        state = self._state(trial)
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and (self.best is None or value > self.best[0]):
-            self.best = (float(value), dict(trial.config), str(trial))
-            self._show(trials)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (
+                state.best_val is None or value > state.best_val):
+            state.best_val = float(value)
+        if result.get("diverged", 0) > 0:
+            state.status = "diverged"
+        self._show(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result or {}
-        done = result.get("epoch", 0) >= self.max_epochs or result.get("diverged", 0) > 0
-        self.ended[trial.trial_id] = "finished" if done else "stopped early"
+        state = self._state(trial)
+        if state.status != "diverged":
+            epoch = (trial.last_result or {}).get("epoch", 0)
+            state.status = "finished" if epoch >= self.max_epochs else "stopped_early"
         self._show(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ended[trial.trial_id] = "failed"
+        self._state(trial).status = "failed"
         self._show(trials)
+
+    def _state(self, trial: Any) -> TrialState:
+        if trial.trial_id not in self.trials:
+            self.trials[trial.trial_id] = TrialState(str(trial), dict(trial.config))
+        return self.trials[trial.trial_id]
+
+    def best_trial(self) -> tuple[str, TrialState] | None:
+        """(trial id, state) of the best trial so far, by `analysis.best.rank_key`."""
+        return best_of(self.trials.items(),
+                       key=lambda item: rank_key(item[1].status, item[1].best_val, item[0]))
 
     def counts(self, trials: list, starting: str | None = None) -> dict[str, int]:
         """Trials by state; ``starting``: a trial about to run, not yet marked RUNNING."""
-        states = list(self.ended.values())
+        ended = {tid: s.status for tid, s in self.trials.items() if s.status != "running"}
         running = sum((t.status == "RUNNING" or t.trial_id == starting)
-                      and t.trial_id not in self.ended for t in trials)
-        return {"running": running,
-                "finished": states.count("finished"),
-                "stopped early": states.count("stopped early"), "failed": states.count("failed")}
+                      and t.trial_id not in ended for t in trials)
+        states = list(ended.values())
+        return {label: running if key == "running" else states.count(key)
+                for key, label in STATES.items()}
 
     def _show(self, trials: list, starting: str | None = None) -> None:
         counts = self.counts(trials, starting)
         line = " · ".join(f"{n} {state}" for state, n in counts.items())
-        if self.best is not None:
-            value, config, _ = self.best
-            line += f" | best {self.metric} {value:.3f} ({describe(config)})"
+        best = self.best_trial() if self.phase == "search" else None
+        if best is not None:
+            state = best[1]
+            self.best = (state.best_val, state.config, state.name)
+            line += f" | best {self.metric} {state.best_val:.3f} ({describe(state.config)})"
+        if self.phase != "search":
+            line = f"{self.phase}: {line}"
         if line != self._last_line:
             print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
             self._last_line = line
             if self.tracking is not None:
-                metrics = {f"trials_{k.replace(' ', '_')}": v for k, v in counts.items()}
-                best = None
-                if self.best is not None:
-                    value, config, name = self.best
-                    metrics[f"best_{self.metric}"] = value
-                    best = {"trial": name, self.metric: value, **config}
-                self.tracking.log_sweep_progress(metrics, step=len(self.ended), best=best)
+                self._mirror(counts)
+
+    def _mirror(self, counts: dict[str, int]) -> None:
+        prefix = "trials" if self.phase == "search" else self.phase
+        metrics = {f"{prefix}_{k.replace(' ', '_')}": v for k, v in counts.items()}
+        best = None
+        if self.best is not None and self.phase == "search":
+            value, config, name = self.best
+            metrics[f"best_{self.metric}"] = value
+            best = {"trial": name, self.metric: value, **config}
+        ended = sum(s.status != "running" for s in self.trials.values())
+        self.tracking.log_sweep_progress(metrics, step=ended, best=best)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -18,15 +20,18 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis._data import DIVERGED, FAILED, FINISHED, INTERRUPTED, STOPPED_EARLY
+from analysis._tables import method_of
+from analysis.best import best_of, rank_key
 from ghn import resolve_checkpoint
 from trainable import prepare_data
 
-from ._config import SweepConfig, parse_args
+from ._config import SweepConfig, parse_command
 from ._progress import ProgressCallback, describe
-from ._space import SearchSpace, baselines, fixed_values, trial_config
+from ._space import REPEAT_OF, SearchSpace, baseline_configs, baselines, plan, trial_config
 from ._trial import sweep_trial
 from .tracking import MlflowTrackingCallback, find_parent_run, probe, sweep_interrupted
 
@@ -35,15 +40,36 @@ _logger = logging.getLogger(__name__)
 METRIC, MODE = "val/acc", "max"  # declared once: ASHA, TPE and the best-trial summary use it
 
 
+class PrunedAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna a trial stopped early (by ASHA) as PRUNED, not COMPLETE.
+
+    Ray's OptunaSearch reports every epoch to the Optuna trial as an intermediate value, then
+    completes a stopped trial with its last value, as if it had run to the end. TPE ranks
+    pruned trials below complete ones, by the epoch they reached and the value there, which is
+    what a stopped trial says about its config.
+    """
+
+    def __init__(self, *args: typing.Any, max_epochs: int, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        stopped = (bool(result) and not error and result.get("epoch", 0) < self.max_epochs
+                   and not result.get("diverged", 0) > 0)
+        # OptunaSearch tells PRUNED for a trial that ended without a result and without error.
+        super().on_trial_complete(trial_id, None if stopped else result, error)
+
+
 def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
     storage = None
     if cfg.results_dir is not None:  # the study sits next to the results, for inspection
         cfg.results_dir.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(f"sqlite:///{cfg.results_dir / 'optuna.db'}")
-    search = OptunaSearch(
+    search = PrunedAwareOptunaSearch(
         space=SearchSpace(cfg), metric=METRIC, mode=MODE, points_to_evaluate=baselines(cfg),
         sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=cfg.sweep_name,
-        storage=storage)
+        storage=storage, max_epochs=cfg.max_epochs)
     return ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
 
 
@@ -58,10 +84,51 @@ def trial_dirname(trial) -> str:
                      *describe(trial.config).split()])
 
 
-def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune.Tuner:
+class FixedConfigs(Searcher):
+    """Hands out a given list of configs, each once, in order: the repeats phase.
+
+    (Tune's BasicVariantGenerator needs every key of its points in a param space; these
+    configs differ in their keys by init method.)
+    """
+
+    def __init__(self, configs: list[dict]) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        self.configs, self.handed_out = list(configs), 0
+
+    def suggest(self, trial_id: str) -> dict | str:
+        if self.handed_out >= len(self.configs):
+            return Searcher.FINISHED
+        self.handed_out += 1
+        return dict(self.configs[self.handed_out - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        pass  # nothing to learn
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as f:
+            json.dump({"configs": self.configs, "handed_out": self.handed_out}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        self.configs, self.handed_out = state["configs"], state["handed_out"]
+
+
+REPEATS_SUFFIX = "-repeats"  # the repeats phase's Ray experiment: <storage>/<sweep>-repeats
+
+
+def repeats_path(cfg: SweepConfig) -> str:
+    return cfg.sweep_path + REPEATS_SUFFIX
+
+
+def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial,
+                repeats: list[dict] | None = None) -> tune.Tuner:
     """A new Tuner, or with `cfg.resume` the interrupted one; `trial_fn(config, sweep)`.
 
-    A restored Tuner runs the callbacks it saved with the sweep, not `callbacks`.
+    ``repeats``: instead of the search, run exactly these configs (the repeats phase: every
+    trial to its last epoch, no scheduler). A restored Tuner runs the callbacks it saved with
+    the sweep, not `callbacks`.
     """
     # Tune's per-trial result.json and progress.csv, which the ResultGrid reads, whatever
     # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`main` sets it).
@@ -69,29 +136,102 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial) -> tune
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, sweep=cfg),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+    path = cfg.sweep_path if repeats is None else repeats_path(cfg)
     run_config = tune.RunConfig(
-        name=cfg.sweep_name, storage_path=cfg.storage_path, callbacks=callbacks,
+        name=path.rsplit("/", 1)[1], storage_path=cfg.storage_path, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # Two, not one: Tune deletes the older checkpoint when the newer one reaches the driver,
         # but the experiment state that --resume reads is saved only now and then, so after a
         # killed driver it may still name the older one.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
-    if cfg.resume:
-        return tune.Tuner.restore(cfg.sweep_path, trainable=trainable, resume_unfinished=True,
+    if cfg.resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
-                              grace_period=cfg.grace_period,
-                              reduction_factor=cfg.reduction_factor)
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler,
-                                    search_alg=_searcher(cfg),
-                                    num_samples=cfg.num_samples,
-                                    trial_dirname_creator=trial_dirname,
-                                    # A new trial reuses a finished one's process: no second
-                                    # torch import, and the node's caches are warm.
-                                    reuse_actors=True),
-        run_config=run_config)
+    common = {"metric": METRIC, "mode": MODE, "trial_dirname_creator": trial_dirname,
+              # A new trial reuses a finished one's process: no second torch import, and the
+              # node's caches are warm.
+              "reuse_actors": True}
+    if repeats is not None:
+        tune_config = tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(FixedConfigs(repeats), cfg.max_concurrent),
+            num_samples=len(repeats), **common)
+    else:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
+                                  grace_period=cfg.grace_period,
+                                  reduction_factor=cfg.reduction_factor)
+        tune_config = tune.TuneConfig(scheduler=scheduler, search_alg=_searcher(cfg),
+                                      num_samples=cfg.num_samples, **common)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+@dataclasses.dataclass
+class GridTrial:
+    """A trial of a ResultGrid as `analysis.best` ranks it."""
+
+    trial_id: str
+    config: dict
+    status: str
+    best_val: float | None
+    best_epoch: int | None
+
+    @property
+    def rank(self) -> tuple | None:
+        return rank_key(self.status, self.best_val, self.trial_id)
+
+    @property
+    def group(self) -> tuple[str, str]:
+        """(arch, init method), the unit the repeats choose configurations in."""
+        c = self.config
+        return c.get("arch"), method_of(c.get("init"), c.get("postproc.beta"),
+                                        c.get("postproc.orth"))
+
+
+def grid_trials(result_grid, max_epochs: int) -> list[GridTrial]:
+    """Every trial of ``result_grid`` with its status as the report names it."""
+    out = []
+    for result in result_grid:
+        df = result.metrics_dataframe
+        last = result.metrics or {}
+        best_val = best_epoch = None
+        if df is not None and METRIC in df and df[METRIC].notna().any():
+            row = df.loc[df[METRIC].idxmax()]  # the earliest epoch with the highest value
+            best_val, best_epoch = float(row[METRIC]), int(row["epoch"])
+        diverged = df is not None and "diverged" in df and bool((df["diverged"] > 0).any())
+        if result.error:
+            status = FAILED
+        elif diverged:
+            status = DIVERGED
+        elif last.get("epoch", 0) >= max_epochs:
+            status = FINISHED
+        else:  # ASHA's stop carries `done`; without it the sweep was cut off
+            status = STOPPED_EARLY if last.get("done") else INTERRUPTED
+        trial_id = last.get("trial_id") or (result.path or "").rsplit("/", 1)[-1]
+        out.append(GridTrial(str(trial_id), dict(result.config or {}), status, best_val,
+                             best_epoch))
+    return out
+
+
+def repeat_configs(cfg: SweepConfig, trials: list[GridTrial]) -> list[dict]:
+    """What the repeats phase runs: per (arch, init method) the best `repeat_top` trials of the
+    search, and every baseline, each again with seeds ``seed + 1 .. seed + repeats``.
+
+    The original trials' own seed chose them, so only the further seeds measure them.
+    """
+    chosen: dict[str, GridTrial] = {}
+    groups: dict[tuple, list[GridTrial]] = {}
+    for t in trials:
+        groups.setdefault(t.group, []).append(t)
+    for group in groups.values():
+        ranked = sorted((t for t in group if t.rank is not None), key=lambda t: t.rank)
+        chosen.update({t.trial_id: t for t in ranked[:cfg.repeat_top]})
+    resolved = [(t, trial_config(t.config, cfg).to_flat()) for t in trials]
+    for point in baseline_configs(cfg):
+        flat = trial_config(point, cfg).to_flat()
+        match = next((t for t, f in resolved if f == flat), None)
+        if match is not None:
+            chosen.setdefault(match.trial_id, match)
+    return [{**t.config, "seed": cfg.seed + s, REPEAT_OF: t.trial_id}
+            for t in chosen.values() for s in range(1, cfg.repeats + 1)]
 
 
 def results_table(result_grid) -> pa.Table:
@@ -111,24 +251,22 @@ def results_table(result_grid) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def _finish(cfg: SweepConfig, result_grid, out: Path) -> None:
+def _finish(cfg: SweepConfig, result_grid, out: Path, phase: str = "search") -> None:
+    """The phase's results table on disk and on the parent run; the search's best trial."""
     table = results_table(result_grid)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.parquet"
+    path = out / ("results.parquet" if phase == "search" else f"{phase}.parquet")
     pq.write_table(table, path)
-    print(f"\n{len(table)} trials; results table: {path}")
+    print(f"\n{len(table)} trials ({phase}); results table: {path}")
     best_config = None
-    try:  # best epoch of any trial, as the progress line, the table and the report have it
-        best = result_grid.get_best_result(metric=METRIC, mode=MODE, scope="all",
-                                           filter_nan_and_inf=True)
-    except RuntimeError:  # no trial has reported yet (e.g. Ctrl-C right at the start)
-        print(f"no trial has reported {METRIC} yet")
-    else:
-        best_config = best.config
-        history = best.metrics_dataframe
-        top = history.loc[history[METRIC].agg(f"idx{MODE}")]  # its best epoch's row
-        print(f"best {METRIC} = {top[METRIC]:.4f} (epoch {int(top['epoch'])}) with "
-              f"{describe(best_config)}")
+    if phase == "search":  # the best trial as the progress line and the report have it
+        best = best_of(grid_trials(result_grid, cfg.max_epochs), key=lambda t: t.rank)
+        if best is None:
+            print(f"no trial has a finite {METRIC} yet")
+        else:
+            best_config = best.config
+            print(f"best {METRIC} = {best.best_val:.4f} (epoch {best.best_epoch}, "
+                  f"{best.status.replace('_', ' ')}) with {describe(best_config)}")
     _log_to_parent(cfg, path, best_config)
 
 
@@ -166,7 +304,11 @@ def _prepare(cfg: SweepConfig) -> None:
         resolve_checkpoint(cfg.ghn)
     except FileNotFoundError as e:
         _bad_input(f"--ghn: {e}")
-    data = trial_config({**baselines(cfg)[0], **fixed_values(cfg)}, cfg).data
+    if tune.Tuner.can_restore(repeats_path(cfg)) and not cfg.resume:
+        _bad_input(f"--name: the repeats of a sweep named {cfg.sweep_name!r} exist at "
+                   f"{repeats_path(cfg)}; continue it with --resume, or start another with "
+                   "--name NEW_NAME")
+    data = trial_config(baseline_configs(cfg)[0], cfg).data
     try:
         prepare_data(data)
     except (OSError, RuntimeError, ValueError) as e:
@@ -181,12 +323,16 @@ def _bad_input(message: str) -> typing.NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     """The sweep command: flags in, exit status out (2: bad input, 130: interrupted)."""
-    return run(parse_args(argv), argv)
+    cfg, dry_run = parse_command(argv)
+    if dry_run:
+        print(json.dumps(plan(cfg), indent=2))
+        return 0
+    return run(cfg, argv)
 
 
 def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
-    """Run the sweep ``cfg``; ``argv`` (default ``sys.argv[1:]``) is echoed in the hint to
-    ``--resume`` an interrupted sweep."""
+    """Run the sweep ``cfg``: the search, then the repeats; ``argv`` (default
+    ``sys.argv[1:]``) is echoed in the hint to ``--resume`` an interrupted sweep."""
     _prepare(cfg)
     if not cfg.address:  # in-process Ray: silence its token-auth note (clusters keep auth on)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -195,26 +341,48 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     # MLflow is the sweep's record: no third copy of the metrics as TensorBoard events (with
     # tensorboardX installed they cost the driver ~70 ms per trial, between trials).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    tracking = MlflowTrackingCallback(
-        tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
-        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()})
+    tracking = _tracking(cfg, final=cfg.repeats == 0)
     tracking.connect()  # while Ray starts
     # Workers' logs stay in the results dir; failures still reach this terminal through Tune.
     ray.init(address=cfg.address or None, logging_level=logging.WARNING, log_to_driver=False,
              include_dashboard=None if cfg.address else False)
-    progress = ProgressCallback(METRIC, cfg.max_epochs, tracking)
     start = time.time()
-    result_grid = build_tuner(cfg, [tracking, progress]).fit()
-    # With remote storage the table is written here, and to MLflow when it is tracked.
-    _finish(cfg, result_grid, cfg.results_dir or Path.cwd() / cfg.sweep_name)
+    out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
+    search = build_tuner(cfg, [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking)])
+    result_grid = search.fit()
+    _finish(cfg, result_grid, out)
+    interrupted = _interrupted(result_grid, cfg.num_samples)
+    configs = repeat_configs(cfg, grid_trials(result_grid, cfg.max_epochs)) \
+        if cfg.repeats and not interrupted else []
+    if cfg.repeats and not interrupted and not configs:
+        print("repeats: no trial of the search can be repeated (all failed or diverged)")
+        tracking.close_parent()
+    if configs:
+        print(f"repeats: {len(configs) // cfg.repeats} configurations x {cfg.repeats} seeds")
+        tracking = _tracking(cfg, final=True)
+        progress = ProgressCallback(METRIC, cfg.max_epochs, tracking, phase="repeats")
+        result_grid = build_tuner(cfg, [tracking, progress], repeats=configs).fit()
+        _finish(cfg, result_grid, out, phase="repeats")
+        interrupted = _interrupted(result_grid, len(configs))
     print(f"sweep took {time.time() - start:.0f} s. Browse it: mlflow ui --backend-store-uri "
           f"{cfg.tracking_uri}")
     print(f"Report it: python -m analysis.report --experiment {shlex.quote(cfg.experiment)} "
           f"--sweep {shlex.quote(cfg.sweep_name)} --tracking-uri {shlex.quote(cfg.tracking_uri)}")
-    ended = [bool(r.error or (r.metrics or {}).get("done")) for r in result_grid]
-    if sweep_interrupted(ended, cfg.num_samples):  # Ctrl-C: what ran is kept, the rest can follow
+    if interrupted:  # Ctrl-C: what ran is kept, the rest can follow
         args = list(sys.argv[1:] if argv is None else argv)
         again = shlex.join(["python", sys.argv[0], *args, *([] if cfg.resume else ["--resume"])])
-        print(f"interrupted before all {cfg.num_samples} trials ended. Continue it: {again}")
+        print(f"interrupted before all trials ended. Continue it: {again}")
         return 130
     return 0
+
+
+def _tracking(cfg: SweepConfig, final: bool) -> MlflowTrackingCallback:
+    """The tracking callback of one phase; ``final``: its end closes the parent run."""
+    return MlflowTrackingCallback(
+        tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
+        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, final=final)
+
+
+def _interrupted(result_grid, total: int) -> bool:
+    return sweep_interrupted([bool(r.error or (r.metrics or {}).get("done"))
+                              for r in result_grid], total)

@@ -30,7 +30,10 @@ from ray import tune
 
 from trainable import CONFIG_KEY, METRICS, TAGS_KEY
 
+from ._space import REPEAT_OF
+
 __all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG",
+           "REPEAT_OF_TAG",
            "find_parent_run", "probe", "sweep_interrupted"]
 
 _logger = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
 ORPHAN_TAG = "ghn_sweep.orphaned"
 INTERRUPTED_TAG = "ghn_sweep.interrupted"  # on the parent and open runs of a stopped sweep
+REPEAT_OF_TAG = "ghn_sweep.repeat_of"  # a repeat's run: the trial id whose config it repeats
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
@@ -83,16 +87,19 @@ class MlflowTrackingCallback(tune.Callback):
         experiment: MLflow experiment name (created if missing).
         sweep: the sweep's name; the parent run is found again by it after a restore.
         sweep_params: logged as params of the parent run when it is created.
+        final: whether this experiment's end ends the sweep (closes the parent run FINISHED);
+            False for the search when repeats follow it as a second experiment.
     """
 
     def __init__(
         self, *, tracking_uri: str, experiment: str, sweep: str,
-        sweep_params: dict[str, Any] | None = None,
+        sweep_params: dict[str, Any] | None = None, final: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.sweep = sweep
         self.sweep_params = dict(sweep_params or {})
+        self.final = final
         self._reset()
 
     def _reset(self) -> None:
@@ -112,7 +119,7 @@ class MlflowTrackingCallback(tune.Callback):
         # Tune pickles callbacks with the experiment; a restored driver reconnects and finds its
         # runs by tag, so no client or run ids travel.
         return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "sweep",
-                                              "sweep_params")}
+                                              "sweep_params", "final")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -222,8 +229,14 @@ class MlflowTrackingCallback(tune.Callback):
             if interrupted:
                 self._client.set_tag(self._parent_run_id, INTERRUPTED_TAG, "true")
                 self._client.set_terminated(self._parent_run_id, status="KILLED")
-            else:
+            elif self.final:
                 self._client.set_terminated(self._parent_run_id, status="FINISHED")
+
+    @_guarded
+    def close_parent(self) -> None:
+        """End the sweep's parent run FINISHED (a non-final phase that nothing follows)."""
+        if self._parent_run_id is not None:
+            self._client.set_terminated(self._parent_run_id, status="FINISHED")
 
     @_guarded
     def log_sweep_progress(self, metrics: dict[str, float], step: int,
@@ -319,6 +332,9 @@ class MlflowTrackingCallback(tune.Callback):
         tags = {"mlflow.parentRunId": self._parent_run_id, TRIAL_ID_TAG: trial.trial_id,
                 "ray.trial_name": str(trial)}
         tags.update({k: str(config[k]) for k in ("arch", "init", "ghn") if k in config})
+        if REPEAT_OF in config:  # a further seed of a search trial's configuration
+            tags.update({REPEAT_OF_TAG: str(config[REPEAT_OF]),
+                         "ghn_sweep.phase": "repeats"})
         run = self._client.create_run(self._experiment_id, run_name=str(trial), tags=tags)
         return run.info.run_id
 
