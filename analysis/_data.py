@@ -36,6 +36,7 @@ class Trial:
     init: dict[str, float] = field(default_factory=dict)  # init/... diagnostics
     run_id: str | None = None
     wall_time_s: float | None = None
+    repeat_of: str | None = None  # a repeat (a further seed): the search trial it repeats
 
 
 @dataclass

@@ -33,6 +33,7 @@ SWEEP_TAG = "ghn_sweep.sweep"
 TRIAL_ID_TAG = "ray.trial_id"
 STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
+REPEAT_OF_TAG = "ghn_sweep.repeat_of"
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -130,7 +131,8 @@ def _trial(client: MlflowClient, run: Run) -> Trial:
         status=_status(run), config=config, history=history,
         init={k: v for k, v in metrics.items() if k.startswith("init/")},
         run_id=run.info.run_id,
-        wall_time_s=(end - start) / 1000 if end and start else None)
+        wall_time_s=(end - start) / 1000 if end and start else None,
+        repeat_of=tags.get(REPEAT_OF_TAG))
 
 
 def _status(run: Run) -> str:

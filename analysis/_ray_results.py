@@ -95,7 +95,8 @@ def _trial(trial_dir: Path, notes: list[str]) -> Trial:
     return Trial(trial_id=str(last.get("trial_id") or trial_id_of(trial_dir.name)),
                  name=trial_dir.name,
                  status=RUNNING, config=config, history=history, init=init,
-                 wall_time_s=last.get("time_total_s"))
+                 wall_time_s=last.get("time_total_s"),
+                 repeat_of=config.get("repeat.of"))
 
 
 def trial_id_of(dirname: str) -> str:

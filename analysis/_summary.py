@@ -1,8 +1,10 @@
 """The numbers behind the plots and sentences, computed once from the trials table.
 
-Selection is by validation accuracy (what the search optimised); test accuracy is read at the
-selected trial's best validation epoch, so the test set never chooses anything. A trial that ran
-to its last epoch beats one stopped early or still running: its number is final.
+Selection is by validation accuracy (what the search optimised), with `analysis.best`'s rule,
+among the search's trials; test accuracy is read at the selected trial's best validation epoch,
+so the test set never chooses anything. A chosen configuration's accuracy and its gain over
+random init are then measured on its repeats -- further seeds that chose nothing -- as mean,
+std and 95% interval, the gain paired seed by seed with random init's repeats.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ._data import FINISHED, INTERRUPTED, RUNNING, STOPPED_EARLY
+from ._data import DIVERGED, FAILED, FINISHED
+from ._stats import estimate, paired
+from .best import rank_key
 
 METHODS = ("random", "ghn", "ghn+pp", "pretrained")  # display order; others follow
 METHOD_LABELS = {"random": "random init", "ghn": "GHN, no post-processing",
                  "ghn+pp": "GHN + post-processing", "pretrained": "pretrained"}
-# Trials whose accuracy can stand for their config; diverged and failed ones cannot.
-CANDIDATES = (FINISHED, STOPPED_EARLY, RUNNING, INTERRUPTED)
 LR_WINDOW = 2.0  # the noise picture uses GHN trials within this factor of the best lr
+MEASURED = (FINISHED, DIVERGED)  # repeats that count: run to the end (or until they diverged)
+NEVER_BEST = (DIVERGED, FAILED)  # see analysis.best
 
 
 def frame(table: pa.Table) -> pd.DataFrame:
@@ -31,31 +35,71 @@ def frame(table: pa.Table) -> pd.DataFrame:
     return df
 
 
+def search_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """The search's own trials, without the repeats of chosen configurations."""
+    return df[df["repeat_of"].isna()]
+
+
 def order_methods(methods: list[str] | np.ndarray) -> list[str]:
     known = [m for m in METHODS if m in set(methods)]
     return known + sorted(set(methods) - set(METHODS))
 
 
 def best_per_group(df: pd.DataFrame, keys: tuple[str, ...] = ("arch", "method")) -> pd.DataFrame:
-    """Best trial of each group by validation accuracy, complete trials first."""
-    ok = df[df["status"].isin(CANDIDATES) & df["best_val_acc"].notna()].copy()
-    ok["complete"] = ok["status"] == FINISHED
-    ok = ok.sort_values(["complete", "best_val_acc", "trial_id"], ascending=[False, False, True])
-    return ok.groupby(list(keys), sort=False).head(1).reset_index(drop=True)
+    """Best search trial of each group, by `analysis.best.rank_key`."""
+    search = search_trials(df)
+    ranks = [rank_key(r.status, None if pd.isna(r.best_val_acc) else r.best_val_acc, r.trial_id)
+             for r in search.itertuples()]
+    ok = search.assign(_rank=ranks).loc[np.array([r is not None for r in ranks], dtype=bool)]
+    ok = ok.assign(complete=ok["status"] == FINISHED)
+    ok = ok.iloc[sorted(range(len(ok)), key=lambda i: ok["_rank"].iloc[i])]
+    return ok.groupby(list(keys), sort=False).head(1).drop(columns="_rank").reset_index(drop=True)
+
+
+def repeats_of(df: pd.DataFrame, trial_id: str) -> dict[int, float]:
+    """seed -> test accuracy at the best validation epoch, of the repeats of ``trial_id``."""
+    rows = df[(df["repeat_of"] == trial_id) & df["status"].isin(MEASURED)
+              & df["test_acc_at_best"].notna() & df["seed"].notna()]
+    return {int(r.seed): float(r.test_acc_at_best) for r in rows.itertuples()}
 
 
 def comparison(df: pd.DataFrame) -> pd.DataFrame:
-    """Per arch and method: the best trial, and its test-accuracy gain over random, in points."""
+    """Per arch and method: the chosen (best search) trial, its repeats' test accuracy
+    (``n_seeds``, ``test_mean``, ``test_std``, ``test_lo``/``test_hi``: the 95% interval) and
+    its gain over random init in points: paired over the seeds both have repeats for
+    (``gain_n`` pairs, ``gain_lo``/``gain_hi``), or with no repeats the difference of the two
+    chosen trials' single runs (``gain_n`` = 0)."""
     best = best_per_group(df)
-    random = best[best["method"] == "random"].set_index("arch")["test_acc_at_best"]
-    best["gain_points"] = [
-        100 * (row.test_acc_at_best - random[row.arch])
-        if row.arch in random.index and pd.notna(random[row.arch])
-        and pd.notna(row.test_acc_at_best) else np.nan
-        for row in best.itertuples()]
+    seeds = {r.trial_id: repeats_of(df, r.trial_id) for r in best.itertuples()}
+    random = {r.arch: r for r in best[best["method"] == "random"].itertuples()}
+    rows = []
+    for r in best.itertuples():
+        e = estimate(seeds[r.trial_id].values())
+        row = {"seed_acc": seeds[r.trial_id], "n_seeds": e.n, "test_mean": e.mean,
+               "test_std": e.std, "test_lo": e.lo, "test_hi": e.hi,
+               "gain_points": np.nan, "gain_n": 0, "gain_lo": np.nan, "gain_hi": np.nan}
+        ref = random.get(r.arch)
+        if ref is not None and r.method != "random":
+            g = paired(seeds[r.trial_id], seeds[ref.trial_id])
+            if g.n:
+                row.update(gain_points=100 * g.mean, gain_n=g.n, gain_lo=100 * g.lo,
+                           gain_hi=100 * g.hi)
+            elif pd.notna(r.test_acc_at_best) and pd.notna(ref.test_acc_at_best):
+                row["gain_points"] = 100 * (r.test_acc_at_best - ref.test_acc_at_best)
+        rows.append(row)
+    best = pd.concat([best, pd.DataFrame(rows, index=best.index)], axis=1)
     rank = {m: i for i, m in enumerate(order_methods(best["method"].unique()))}
     best["_order"] = best["method"].map(rank)
     return best.sort_values(["arch", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def spread(df: pd.DataFrame) -> pd.DataFrame:
+    """Per search trial that has repeats: ``n``, ``val_std`` and ``test_std`` over them (points
+    of accuracy, as fractions), for the plots' error bars and labels."""
+    rep = df[df["repeat_of"].notna() & df["status"].isin(MEASURED)]
+    out = rep.groupby("repeat_of").agg(n=("trial_id", "size"), val_std=("best_val_acc", "std"),
+                                       test_std=("test_acc_at_best", "std"))
+    return out[out["n"] >= 2]
 
 
 @dataclass
@@ -70,14 +114,16 @@ class NoiseCurve:
 
 def noise_curve(df: pd.DataFrame, arch: str, window: float = LR_WINDOW) -> NoiseCurve | None:
     """None when the arch has no GHN trial with an accuracy yet."""
-    mine = df[(df["arch"] == arch) & df["lr"].notna()]
+    mine = search_trials(df)
+    mine = mine[(mine["arch"] == arch) & mine["lr"].notna()]
     ghn = best_per_group(mine[mine["init"] == "ghn"], keys=("arch",))
     if ghn.empty:
         return None
     lr = float(ghn["lr"].iloc[0])
     near = mine[np.abs(np.log(mine["lr"] / lr)) <= math.log(window) + 1e-12]
-    points = near[(near["init"] == "ghn") & (near["beta"] > 0) & near["status"].isin(CANDIDATES)
-                  & near["test_acc_at_best"].notna()].sort_values("beta")
+    points = near[(near["init"] == "ghn") & (near["beta"] > 0)
+                  & ~near["status"].isin(NEVER_BEST) & near["test_acc_at_best"].notna()
+                  ].sort_values("beta")
     refs = {}
     for method in ("ghn", "random"):
         for subset, inside in ((near, True), (mine, False)):
@@ -89,7 +135,9 @@ def noise_curve(df: pd.DataFrame, arch: str, window: float = LR_WINDOW) -> Noise
 
 
 def asha_accounting(df: pd.DataFrame) -> pd.DataFrame:
-    """Per arch and in total: epochs spent against epochs if every trial had run to the end."""
+    """Per arch and in total: epochs spent against epochs if every trial had run to the end
+    (the search's trials: ASHA never stops a repeat)."""
+    df = search_trials(df)
     planned = df["epochs_planned"].fillna(df["epochs_planned"].max()).fillna(df["epochs_run"])
     work = df.assign(full=planned.clip(lower=df["epochs_run"]))
     per_arch = work.groupby(work["arch"].fillna("unknown")).agg(

@@ -27,7 +27,7 @@ TRIALS_SCHEMA = pa.schema([
     ("test_acc_at_best", _F), ("final_test_acc", _F),
     ("train_time_s", _F), ("wall_time_s", _F),
     ("init_mean_abs_cos", _F), ("init_repeat_share", _F), ("init_eff_rank_ratio", _F),
-    ("config_json", _S),
+    ("config_json", _S), ("repeat_of", _S),
 ], metadata={"ghn_sweep.table": "trials", "ghn_sweep.schema_version": SCHEMA_VERSION})
 
 CURVE_COLUMNS = {m: m.replace("/", "_") for m in EPOCH_METRICS}  # val/acc -> val_acc
@@ -100,6 +100,7 @@ def trial_row(sweep: str, t: Trial) -> dict[str, Any]:
         **{f"init_{k}": t.init.get(f"init/{k}") for k in
            ("mean_abs_cos", "repeat_share", "eff_rank_ratio")},
         "config_json": json.dumps(c, sort_keys=True, default=str),
+        "repeat_of": t.repeat_of,
     }
 
 
