@@ -8,7 +8,8 @@ import pandas as pd
 
 from ._data import DIVERGED, FAILED, FINISHED, STATUSES, Sweep
 from ._sentences import describe, pct, sci
-from ._summary import METHOD_LABELS, NoiseCurve, best_per_group
+from ._stats import estimate
+from ._summary import METHOD_LABELS, NoiseCurve, best_per_group, repeats_of
 
 STAMP = "%Y-%m-%d %H:%M UTC"
 
@@ -35,7 +36,13 @@ def _state(sweep: Sweep, df: pd.DataFrame) -> list[str]:
              "ended.")
     return [f"# Sweep report: {sweep.name}", "",
             f"Source: {sweep.source}. Generated {time.strftime(STAMP, time.gmtime())}.",
-            "", state, "", f"Trials: {len(df)} ({', '.join(parts) or 'none yet'}).", ""]
+            "", state, "", f"Trials: {len(df)} ({', '.join(parts) or 'none yet'}){_split(df)}.",
+            ""]
+
+
+def _split(df: pd.DataFrame) -> str:
+    repeats = int(df["repeat_of"].notna().sum())
+    return f"; {len(df) - repeats} in the search, {repeats} repeats" if repeats else ""
 
 
 def _best_table(df: pd.DataFrame) -> str:
@@ -47,14 +54,52 @@ def _best_table(df: pd.DataFrame) -> str:
                   "status", "trial"], rows)
 
 
+def _mean_std(mean: float, std: float, n: int) -> str | None:
+    if not n:
+        return None
+    return f"{pct(mean)} ± {100 * std:.1f} ({n})" if n >= 2 else f"{pct(mean)} (1)"
+
+
+def _interval(lo: float, hi: float, points: bool = False) -> str | None:
+    if pd.isna(lo):
+        return None
+    return f"{lo:+.1f} to {hi:+.1f}" if points else f"{100 * lo:.1f}–{pct(hi)}"
+
+
 def _comparison_table(comp: pd.DataFrame) -> str:
     rows = [[r["arch"], METHOD_LABELS.get(r["method"], r["method"]), describe(r),
              f"{r['lr']:.3g}", _acc(r["best_val_acc"]), _acc(r["test_acc_at_best"]),
+             _mean_std(r["test_mean"], r["test_std"], r["n_seeds"]),
+             _interval(r["test_lo"], r["test_hi"]),
              None if pd.isna(r["gain_points"]) or r["method"] == "random"
-             else f"{r['gain_points']:+.1f}", r["status"].replace("_", " "), r["trial_id"]]
+             else f"{r['gain_points']:+.1f}" + ("" if r["gain_n"] else " (single runs)"),
+             _interval(r["gain_lo"], r["gain_hi"], points=True),
+             r["status"].replace("_", " "), r["trial_id"]]
             for _, r in comp.iterrows()]
-    return table(["arch", "method", "config", "lr", "best val acc", "test acc", "gain over random "
-                  "(points)", "status", "trial"], rows)
+    return table(["arch", "method", "config", "lr", "search: best val acc", "search: test acc",
+                  "repeats: test acc, mean ± std (seeds)", "95% interval",
+                  "gain over random (points)", "gain 95% interval (paired)", "status", "trial"],
+                 rows)
+
+
+def _repeats_table(df: pd.DataFrame) -> list[str]:
+    """Every repeated configuration, with what its further seeds measured."""
+    originals = df[df["trial_id"].isin(df["repeat_of"].dropna())]
+    if originals.empty:
+        return ["No configuration was repeated with further seeds (`--repeats 0`, or the "
+                "sweep has not reached its repeats yet): every number above is one run."]
+    rows = []
+    for _, r in originals.sort_values(["arch", "method", "trial_id"]).iterrows():
+        e = estimate(repeats_of(df, r["trial_id"]).values())
+        rows.append([r["arch"], METHOD_LABELS.get(r["method"], r["method"]), describe(r),
+                     f"{r['lr']:.3g}", r["trial_id"], _acc(r["test_acc_at_best"]),
+                     _mean_std(e.mean, e.std, e.n), _interval(e.lo, e.hi)])
+    return ["Each configuration the search chose (the best of its architecture and init "
+            "method, and every baseline) run again with further seeds, which change the "
+            "model's init, the post-processing noise, the data order and which n shots each "
+            "class gets; validation and test images stay fixed.", "",
+            table(["arch", "method", "config", "lr", "search trial", "search: test acc",
+                   "repeats: test acc, mean ± std (seeds)", "95% interval"], rows)]
 
 
 def _noise_table(noise: dict[str, NoiseCurve | None]) -> str:
@@ -110,9 +155,13 @@ def render(sweep: Sweep, df: pd.DataFrame, *, comp: pd.DataFrame,
     lines = _state(sweep, df)
     lines += ["## Answers", "", *[f"- {s}" for s in sentences or ["No accuracy logged yet."]], ""]
     lines += ["## Best configuration per architecture", "", _best_table(df), ""]
-    lines += ["## Best trial per init method", "", "Chosen by validation accuracy; test accuracy "
-              "at that trial's best validation epoch; gain in percentage points.", "",
+    lines += ["## Best trial per init method", "", "Chosen by validation accuracy among the "
+              "search's trials; test accuracy at that trial's best validation epoch. The "
+              "repeats' columns measure the chosen configuration on further seeds; the gain "
+              "over random init is paired seed by seed (Student's t interval), or from the "
+              "two single runs when there are no repeats.", "",
               _comparison_table(comp), "", "![best test accuracy per init](gains.png)", ""]
+    lines += ["## Repeats", "", *_repeats_table(df), ""]
     lines += ["## Accuracy against noise strength", "", "GHN trials with beta > 0 within a "
               "factor of 2 of the architecture's best GHN learning rate; hollow markers were "
               "stopped early.", "", "![accuracy vs beta](noise_vs_beta.png)", "",

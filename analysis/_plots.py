@@ -12,10 +12,19 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from ._data import DIVERGED, FAILED, STOPPED_EARLY
-from ._summary import LR_WINDOW, METHOD_LABELS, NoiseCurve, best_per_group, order_methods
+from ._summary import (
+    LR_WINDOW,
+    METHOD_LABELS,
+    NoiseCurve,
+    best_per_group,
+    order_methods,
+    search_trials,
+    spread,
+)
 
 PANEL = (4.2, 3.4)  # inches per panel
 COLORS = {"random": "tab:gray", "ghn": "tab:blue", "ghn+pp": "tab:orange",
@@ -51,7 +60,12 @@ def zero_beta_position(df: pd.DataFrame) -> float:
 
 
 def heatmaps(df: pd.DataFrame) -> Figure:
-    """Best validation accuracy over (lr, beta), one panel per arch x init; beta = 0 on a strip."""
+    """Best validation accuracy over (lr, beta), one panel per arch x init; beta = 0 on a strip.
+
+    Search trials only; a trial whose configuration was repeated is labelled with the std of
+    its repeats' validation accuracy (points)."""
+    spreads = spread(df)
+    df = search_trials(df)
     archs = sorted(df["arch"].dropna().unique()) or ["(none)"]
     inits = sorted(df["init"].dropna().unique()) or ["(none)"]
     fig, axes = _grid(len(archs), len(inits), "Validation accuracy over noise strength and "
@@ -67,7 +81,7 @@ def heatmaps(df: pd.DataFrame) -> Figure:
         if sub.empty:
             _empty(ax, f"{arch} / {init}: no trial")
             continue
-        mappable = _heat_panel(ax, sub, (y0, top), norm) or mappable
+        mappable = _heat_panel(ax, sub, (y0, top), norm, spreads) or mappable
         ax.set_xlim(*decades(df["lr"]))
         ax.set_title(f"{arch} / {init} ({len(sub)} trials)")
     if mappable is not None:
@@ -75,9 +89,15 @@ def heatmaps(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def _heat_panel(ax: Axes, sub: pd.DataFrame, ylim: tuple[float, float], norm: Normalize):
+def _heat_panel(ax: Axes, sub: pd.DataFrame, ylim: tuple[float, float], norm: Normalize,
+                spreads: pd.DataFrame):
     y0, top = ylim
     y = sub["beta"].where(sub["beta"] > 0, y0).fillna(y0)
+    for trial_id, x, yy in zip(sub["trial_id"], sub["lr"], y):
+        if trial_id in spreads.index:
+            s = spreads.loc[trial_id]
+            ax.annotate(f"±{100 * s['val_std']:.1f} ({int(s['n'])})", (x, yy), fontsize=6,
+                        xytext=(4, 4), textcoords="offset points")
     good = sub["best_val_acc"].notna() & ~sub["status"].isin(BAD)
     mappable = None
     for stopped, marker, label in ((False, "o", "ran to the end / running"),
@@ -105,10 +125,12 @@ def _heat_panel(ax: Axes, sub: pd.DataFrame, ylim: tuple[float, float], norm: No
 
 
 def noise_figure(curves: dict[str, NoiseCurve | None],
-                 beta_range: tuple[float, float] | None = None) -> Figure:
+                 beta_range: tuple[float, float] | None = None,
+                 spreads: pd.DataFrame | None = None) -> Figure:
     """Test accuracy against beta at each arch's best GHN lr, with the no-noise and random lines.
 
-    `beta_range` (the sweep's sampled betas) fixes the x axis so panels compare at a glance.
+    `beta_range` (the sweep's sampled betas) fixes the x axis so panels compare at a glance;
+    `spreads` (`_summary.spread`) adds a ± std bar of its repeats to a repeated trial's point.
     """
     archs = list(curves) or ["(none)"]
     fig, axes = _grid(1, len(archs), "Test accuracy against noise strength, at each "
@@ -118,12 +140,19 @@ def noise_figure(curves: dict[str, NoiseCurve | None],
         if curve is None:
             _empty(ax, f"{arch}: no GHN trial with an accuracy yet")
             continue
-        _noise_panel(ax, curve, beta_range)
+        _noise_panel(ax, curve, beta_range, spreads)
     return fig
 
 
-def _noise_panel(ax: Axes, curve: NoiseCurve, beta_range: tuple[float, float] | None) -> None:
+def _noise_panel(ax: Axes, curve: NoiseCurve, beta_range: tuple[float, float] | None,
+                 spreads: pd.DataFrame | None) -> None:
     pts = curve.points
+    if spreads is not None:
+        rep = pts[pts["trial_id"].isin(spreads.index)]
+        if not rep.empty:
+            ax.errorbar(rep["beta"], 100 * rep["test_acc_at_best"],
+                        yerr=100 * spreads.loc[rep["trial_id"], "test_std"].to_numpy(),
+                        fmt="none", ecolor="0.3", capsize=3, label="± std over repeats")
     for orth, color in ((True, "tab:orange"), (False, "tab:purple")):
         sel = pts[pts["orth"].fillna(False) == orth]
         done = sel["status"] != STOPPED_EARLY
@@ -158,7 +187,7 @@ def learning_curves(df: pd.DataFrame, curves: pd.DataFrame) -> Figure:
     """Validation accuracy per epoch of the best trial of each init method, one panel per arch."""
     best = best_per_group(df)
     archs = sorted(df["arch"].dropna().unique()) or ["(none)"]
-    fig, axes = _grid(1, len(archs), "Learning curves of the best trial per init method")
+    fig, axes = _grid(1, len(archs), "Learning curves of the best search trial per init method")
     for ax, arch in zip(axes[0], archs):
         mine = best[best["arch"] == arch]
         if mine.empty:
@@ -179,31 +208,56 @@ def learning_curves(df: pd.DataFrame, curves: pd.DataFrame) -> Figure:
 
 
 def gains_figure(comp: pd.DataFrame) -> Figure:
-    """Best test accuracy per init method per arch; GHN bars carry their gain over random."""
-    fig = Figure(figsize=(max(5.0, 2.2 * max(1, comp["arch"].nunique()) + 2), 4.2),
+    """Test accuracy per init method per arch: the mean over the chosen configuration's repeats
+    with its 95% interval, or the search's single run (hatched) where there are none. GHN bars
+    carry their gain over random init (paired, with its interval)."""
+    fig = Figure(figsize=(max(5.0, 2.2 * max(1, comp["arch"].nunique()) + 2), 4.4),
                  layout="constrained")
     ax = fig.subplots()
-    ax.set_title("Best test accuracy per init method (at the best validation epoch)")
+    ax.set_title("Test accuracy per init method (chosen by validation accuracy)")
     if comp.empty:
         _empty(ax, "no trial with an accuracy yet")
         return fig
     archs = sorted(comp["arch"].unique())
     methods = order_methods(comp["method"].unique())
     width = 0.8 / len(methods)
+    highest = 0.0
     for k, method in enumerate(methods):
         rows = comp[comp["method"] == method].set_index("arch")
-        xs = [i + (k - (len(methods) - 1) / 2) * width for i, a in enumerate(archs)
-              if a in rows.index]
-        vals = [100 * rows.loc[a, "test_acc_at_best"] for a in archs if a in rows.index]
-        bars = ax.bar(xs, vals, width, color=COLORS.get(method), label=METHOD_LABELS.get(
-            method, method))
-        gains = [rows.loc[a, "gain_points"] for a in archs if a in rows.index]
-        texts = ["" if method == "random" or pd.isna(g) else f"{g:+.1f}" for g in gains]
-        ax.bar_label(bars, texts, fontsize="small")
+        mine = [(i, rows.loc[a]) for i, a in enumerate(archs) if a in rows.index]
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i, _ in mine]
+        repeated = [r["n_seeds"] >= 2 for _, r in mine]
+        vals = [100 * (r["test_mean"] if rep else r["test_acc_at_best"])
+                for (_, r), rep in zip(mine, repeated)]
+        err = np.array([[100 * (r["test_mean"] - r["test_lo"]), 100 * (r["test_hi"]
+                        - r["test_mean"])] if rep else [0.0, 0.0]
+                        for (_, r), rep in zip(mine, repeated)]).T
+        bars = ax.bar(xs, vals, width, color=COLORS.get(method),
+                      label=METHOD_LABELS.get(method, method))
+        if any(repeated):
+            ax.errorbar(np.compress(repeated, xs), np.compress(repeated, vals),
+                        yerr=np.compress(repeated, err, axis=1), fmt="none", ecolor="k",
+                        capsize=3)
+        for bar, rep, x, top, (_, r) in zip(bars, repeated, xs, np.add(vals, err[1]), mine):
+            if not rep:
+                bar.set_hatch("//")
+            ax.text(x, top + 0.5, _gain_label(r, method), ha="center", va="bottom",
+                    fontsize="x-small")
+        highest = max(highest, float(np.max(np.add(vals, err[1]))))
     ax.set_xticks(range(len(archs)), archs)
-    ax.set_ylabel("test accuracy (%); labels: points over random")
-    ax.legend(fontsize="small")
+    ax.set_ylabel("test accuracy (%): mean over repeats, 95% interval;\nhatched: one run")
+    ax.set_ylim(0, highest * 1.2 + 1)
+    ax.legend(handles=[Patch(color=COLORS.get(m), label=METHOD_LABELS.get(m, m))
+                       for m in methods], fontsize="small", loc="upper left")
     return fig
+
+
+def _gain_label(row: pd.Series, method: str) -> str:
+    if method == "random" or pd.isna(row["gain_points"]):
+        return ""
+    if row["gain_n"] >= 2:
+        return f"{row['gain_points']:+.1f}\n[{row['gain_lo']:+.1f}, {row['gain_hi']:+.1f}]"
+    return f"{row['gain_points']:+.1f} (1 run)"
 
 
 def asha_figure(acct: pd.DataFrame, df: pd.DataFrame) -> Figure:
@@ -219,7 +273,7 @@ def asha_figure(acct: pd.DataFrame, df: pd.DataFrame) -> Figure:
     ax.set_title("epochs spent")
     ax.legend(fontsize="small")
     ax = axes[0, 1]
-    runs = df["epochs_run"].dropna()
+    runs = search_trials(df)["epochs_run"].dropna()
     if runs.empty:
         _empty(ax, "no trial yet")
     else:

@@ -19,7 +19,7 @@ from . import _plots
 from ._data import Sweep
 from ._markdown import render
 from ._sentences import answers
-from ._summary import asha_accounting, comparison, frame, noise_curve
+from ._summary import asha_accounting, comparison, frame, noise_curve, spread
 from ._tables import curves_table, trials_table
 
 _logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def build_report(sweep: Sweep, out: Path) -> Report:
     beta_range = (float(betas.min()), float(betas.max())) if not betas.empty else None
     figures = {
         "heatmaps.png": _plots.heatmaps(df),
-        "noise_vs_beta.png": _plots.noise_figure(noise, beta_range),
+        "noise_vs_beta.png": _plots.noise_figure(noise, beta_range, spread(df)),
         "learning_curves.png": _plots.learning_curves(df, cdf),
         "gains.png": _plots.gains_figure(comp),
         "asha.png": _plots.asha_figure(acct, df),

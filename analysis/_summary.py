@@ -87,7 +87,9 @@ def comparison(df: pd.DataFrame) -> pd.DataFrame:
             elif pd.notna(r.test_acc_at_best) and pd.notna(ref.test_acc_at_best):
                 row["gain_points"] = 100 * (r.test_acc_at_best - ref.test_acc_at_best)
         rows.append(row)
-    best = pd.concat([best, pd.DataFrame(rows, index=best.index)], axis=1)
+    columns = ["seed_acc", "n_seeds", "test_mean", "test_std", "test_lo", "test_hi",
+               "gain_points", "gain_n", "gain_lo", "gain_hi"]
+    best = pd.concat([best, pd.DataFrame(rows, index=best.index, columns=columns)], axis=1)
     rank = {m: i for i, m in enumerate(order_methods(best["method"].unique()))}
     best["_order"] = best["method"].map(rank)
     return best.sort_values(["arch", "_order"]).drop(columns="_order").reset_index(drop=True)

@@ -45,6 +45,16 @@ def store(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
+def repeated(tmp_path_factory):
+    """The report of sweepA with repeats of resnet50's chosen configurations (seeds 1-3)."""
+    root = tmp_path_factory.mktemp("repeated")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    parent = SYNTHETIC.write_mlflow(uri, root / "artifacts",
+                                    SYNTHETIC.specs() + SYNTHETIC.repeat_specs())
+    return build_report(read_mlflow(tracking_uri=uri, parent_run_id=parent), root / "report")
+
+
+@pytest.fixture(scope="module")
 def report(store):
     """The report of sweepA, read by parent run id."""
     sweep = read_mlflow(tracking_uri=store["uri"], parent_run_id=store["parent"])
