@@ -28,7 +28,7 @@ def test_a_starting_trial_shows_as_running(capsys):
     b.status = "PENDING"  # Tune calls on_trial_start before it marks the trial RUNNING
     cb.on_trial_start(0, [a, b], b)
     assert capsys.readouterr().out.strip().endswith(
-        "2 running · 0 finished · 0 stopped early · 0 failed")
+        "2 running · 0 finished · 0 stopped early · 0 diverged · 0 failed")
 
 
 def test_counts_best_and_parent_run(tmp_path, capsys):
@@ -50,9 +50,10 @@ def test_counts_best_and_parent_run(tmp_path, capsys):
     for t in trials:
         t.status = "TERMINATED"
 
-    assert cb.counts(trials) == {"running": 0, "finished": 1, "stopped early": 1, "failed": 1}
+    assert cb.counts(trials) == {"running": 0, "finished": 1, "stopped early": 1,
+                                 "diverged": 0, "failed": 1}
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "0 running · 1 finished · 1 stopped early · 1 failed" in last
+    assert "0 running · 1 finished · 1 stopped early · 0 diverged · 1 failed" in last
     assert "best val/acc 0.500 (resnet18 ghn lr=0.01 beta=3e-05)" in last
 
     parent = MlflowClient(uri).get_run(tracking.parent_run_id)
@@ -65,3 +66,25 @@ def test_counts_best_and_parent_run(tmp_path, capsys):
     history = MlflowClient(uri).get_metric_history(tracking.parent_run_id, "best_val/acc")
     assert {m.value for m in history} == {0.3, 0.4, 0.5}  # each improvement, as it came
 
+
+
+def test_best_is_analysis_best_a_complete_trial_beats_a_higher_stopped_or_diverged_one(capsys):
+    cb = ProgressCallback("val/acc", max_epochs=2)
+    high, done, wild = (FakeTrial(t, arch="resnet18", init="ghn", **{"optim.lr": lr})
+                        for t, lr in (("a", 0.01), ("b", 0.02), ("c", 0.5)))
+    trials = [high, done, wild]
+    _report(cb, trials, high, 1, 0.60)
+    cb.on_trial_complete(0, trials, high)  # stopped by ASHA after epoch 1 of 2
+    _report(cb, trials, wild, 1, 0.90)
+    wild.last_result = {"epoch": 2.0, "val/acc": 0.1, "diverged": 1.0}
+    cb.on_trial_result(0, trials, wild, wild.last_result)
+    cb.on_trial_complete(0, trials, wild)
+    assert cb.best_trial()[0] == "a"  # diverged c never counts, whatever it reached
+    _report(cb, trials, done, 1, 0.40)
+    _report(cb, trials, done, 2, 0.50)
+    assert cb.best_trial()[0] == "a"  # b still running: not complete, and lower
+    cb.on_trial_complete(0, trials, done)
+    assert cb.best_trial()[0] == "b"  # ran to its last epoch: beats a's higher early stop
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        "| best val/acc 0.500 (resnet18 ghn lr=0.02)")
+    assert cb.counts(trials)["diverged"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from sweeps._config import PRESETS, SweepConfig, parse_args
-from sweeps._space import NOISE, baselines, fixed_values, trial_config
+from postproc import PostProcConfig
+from sweeps._space import (
+    LR_SCALE,
+    NOISE,
+    baseline_configs,
+    fixed_values,
+    resolved_values,
+    trial_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +35,11 @@ def test_preset_then_flags():
 @pytest.mark.parametrize("argv, message", [
     (["--archs", "resnet18,resnt50"], "--archs: not a torchvision classification model"),
     (["--beta-min=-1e-5"], "--beta-min: must be > 0"),
-    (["--lr-min", "0.1", "--lr-max", "0.01"], "--lr-max: must be > --lr-min=0.1"),
+    (["--lr-scale-min", "2", "--lr-scale-max", "0.5"],
+     "--lr-scale-max: must be > --lr-scale-min=2.0"),
+    (["--lr-scale-min", "2"], "--lr-scale-min: the range must contain 1"),
+    (["--repeats", "-1"], "--repeats: must be >= 0"),
+    (["--repeat-top", "0"], "--repeat-top: must be >= 1"),
     (["--preset", "huge"], "--preset: must be one of"),
     (["--dataset", "/no/such/dir"], "--dataset: must be cifar10, cifar100 or an existing"),
     (["--ghn", "/no/such.pt"], "--ghn: must be a checkpoint file"),
@@ -110,24 +123,30 @@ def test_script_refuses_an_unreadable_dataset_before_starting_ray(tmp_path, refe
 def test_baselines_cover_random_no_postproc_and_the_paper_recipe(reference_dir):
     cfg = SweepConfig(archs=("resnet18", "mobilenet_v2"),
                       ghn=str(reference_dir / "ghn2_random_imagenet_seed0.pt"))
-    points = baselines(cfg)
+    points = baseline_configs(cfg)
     assert len(points) == 6
-    configs = [trial_config({**p, "optim.epochs": 1}, cfg) for p in points]
+    configs = [trial_config(p, cfg) for p in points]
     kinds = {(c.arch, c.init, c.postproc.beta, c.postproc.orth) for c in configs}
     for arch in cfg.archs:
         assert {(arch, "random", 0.0, False), (arch, "ghn", 0.0, False),
                 (arch, "ghn", 3e-5, True)} <= kinds
     assert all(NOISE not in c.to_flat() for c in configs)
+    assert all(c.optim.lr == 0.05 for c in configs)  # the smoke recipe's own lr
+    # No post-processing on random init, nor on the no-noise GHN baseline: not even a layer.
+    assert all(c.postproc == PostProcConfig() for c in configs if c.postproc.beta == 0)
 
 
 def test_paper_preset_uses_each_architectures_recipe():
     cfg = parse_args(["--preset", "paper"])
-    sampled = {"optim.lr": 0.02, "init": "ghn", "postproc.beta": 1e-5, "postproc.orth": True}
-    resnet = trial_config({**sampled, **fixed_values(cfg), "arch": "resnet50"}, cfg)
-    convnext = trial_config({**sampled, **fixed_values(cfg), "arch": "convnext_base"}, cfg)
+    sampled = {LR_SCALE: 2.0, "init": "ghn", NOISE: True, "postproc.beta": 1e-5,
+               "postproc.orth": True}
+    resnet, convnext = (trial_config({**p, **resolved_values(cfg, p)}, cfg)
+                        for p in ({**sampled, "arch": a} for a in ("resnet50", "convnext_base")))
     assert (resnet.optim.name, resnet.optim.batch_size) == ("sgd", 96)
     assert (convnext.optim.name, convnext.optim.batch_size) == ("adamw", 48)
-    assert resnet.optim.lr == convnext.optim.lr == 0.02
+    # The lr is searched around each recipe's own: SGD's 0.01 and AdamW's 1e-3.
+    assert (resnet.optim.lr, convnext.optim.lr) == (0.02, 0.002)
+    assert (resnet.postproc.layer, convnext.postproc.layer) == (37, 94)
     assert resnet.checkpoint_every == convnext.checkpoint_every == 30  # not every epoch
     assert resnet.test_eval == convnext.test_eval == "on_best_val"
 
@@ -161,3 +180,57 @@ def test_trial_directories_are_named_by_their_sampled_values():
     name = trial.custom_dirname
     assert name == "sweep_trial_06bb0f35_4_resnet18_ghn_lr=0.00151_beta=3e-05_orth=True"
     assert trial_id_of(name) == "06bb0f35"  # the report still finds the trial's id
+
+
+@pytest.mark.parametrize("name, text", [
+    ("sweep.yaml", "preset: paper\nnum_samples: 12\narchs: [resnet50]\nlr_scale_max: 4\n"
+                   "search_layer: true\n"),
+    ("sweep.toml", 'preset = "paper"\nnum_samples = 12\narchs = ["resnet50"]\n'
+                   "lr_scale_max = 4\nsearch_layer = true\n"),
+])
+def test_config_file_sets_fields_and_flags_override_it(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    cfg = parse_args(["--config", str(path), "--num-samples", "5"])
+    assert cfg.preset == "paper" and cfg.max_epochs == 300  # the file's preset applies
+    assert (cfg.num_samples, cfg.archs, cfg.lr_scale_max, cfg.search_layer) == (
+        5, ("resnet50",), 4.0, True)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("num_sample: 3\n", "unknown key 'num_sample'"),
+    ("num_samples: three\n", "num_samples must be int, got 'three'"),
+    ("num_samples: 2.5\n", "num_samples must be int"),
+    ("search_layer: 1\n", "search_layer must be bool"),
+    ("archs: 5\n", "archs must be a list of strings"),
+    ("- just\n- a list\n", "must be a mapping"),
+    ("num_samples: [\n", "not valid YAML"),
+])
+def test_config_file_errors_exit_2_naming_the_key(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--config", str(path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_paper_recipes_before_ray(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOADED_BY_SCRIPT.replace('"optuna"}', '"optuna", "mlflow"}'),
+         "--preset", "paper", "--dry-run"], cwd=REPO / "sweeps", capture_output=True,
+        text=True, timeout=300)
+    assert "exit 0" in proc.stdout, proc.stderr[-2000:]
+    plan = json.loads(proc.stdout[:proc.stdout.index("\nexit 0")])
+    assert "ray" not in proc.stdout.rsplit("loaded", 1)[1]  # Ray never started (nor imported)
+    assert plan["sweep"]["repeats"] == 3 and plan["sweep"]["archs"] == ["resnet50",
+                                                                         "convnext_base"]
+    assert plan["archs"]["resnet50"]["lr_range"] == pytest.approx([1e-3, 0.1])
+    assert plan["archs"]["convnext_base"]["lr_range"] == pytest.approx([1e-4, 1e-2])
+    paper = {b["arch"]: b for b in plan["baselines"] if b["postproc.orth"]}
+    assert {a: (b["optim.name"], b["optim.lr"], b["optim.weight_decay"], b["optim.batch_size"],
+                b["optim.epochs"], b["postproc.beta"], b["postproc.layer"], b["data.n_shots"],
+                b["image_size"]) for a, b in paper.items()} == {
+        "resnet50": ("sgd", 0.01, 0.01, 96, 300, 3e-5, 37, 100, 32),
+        "convnext_base": ("adamw", 1e-3, 0.1, 48, 300, 3e-5, 94, 100, 32)}
+    assert len(plan["baselines"]) == 6 and all(b["device"] == "cuda" for b in plan["baselines"])
