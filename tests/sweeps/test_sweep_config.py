@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps._config import PRESETS, SweepConfig, parse_args
 from postproc import PostProcConfig
+from sweeps._config import PRESETS, SweepConfig, parse_args
 from sweeps._space import (
     LR_SCALE,
     NOISE,

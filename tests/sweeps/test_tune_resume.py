@@ -115,22 +115,40 @@ def _parent_run_id(client, sweep):
 
 
 def test_sweep_summary_names_the_best_epoch_of_any_trial(ray_local, tmp_path, capsys):
-    """The end-of-sweep line agrees with the progress line and the report: a trial whose val/acc
-    peaked at 0.9 and ended at 0.6 beats one that stayed at 0.7 (Tune's default compares last
-    epochs)."""
+    """The end-of-sweep line, the best_config.json and the progress line name one trial, by
+    analysis.best's rule: the best epoch of any trial (a trial whose val/acc peaked at 0.9 and
+    ended at 0.6 beats one that stayed at 0.7: Tune's default compares last epochs), among
+    trials that ran to their last epoch (0.95 after 2 of 3 epochs does not count), never a
+    diverged one (0.99)."""
     from sweeps._config import SweepConfig
-    from sweeps._run import _finish
+    from sweeps._progress import ProgressCallback
+    from sweeps._run import _finish, grid_trials
 
     def curve(config):
         from ray import tune
 
         for epoch, acc in enumerate(config["accs"], start=1):
-            tune.report({"epoch": epoch, "val/acc": acc})
+            tune.report({"epoch": epoch, "val/acc": acc,
+                         "diverged": float(config["diverges"] and epoch == 2)})
+            if config["diverges"] and epoch == 2:
+                return
 
+    progress = ProgressCallback("val/acc", max_epochs=3)
     base = {"arch": "resnet18", "init": "ghn", "optim.lr": 0.01}
+    accs = [[0.5, 0.9, 0.6], [0.7, 0.7, 0.7], [0.5, 0.95], [0.5, 0.99, 0.99]]
     grid = tune.Tuner(
-        curve, param_space={**base, "accs": tune.grid_search([[0.5, 0.9, 0.6], [0.7, 0.7, 0.7]])},
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0)).fit()
+        curve, param_space={**base, "accs": tune.grid_search(accs),
+                            "diverges": tune.sample_from(lambda spec: spec.config.accs[1]
+                                                         == 0.99)},
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
+                                  callbacks=[progress])).fit()
+    statuses = {tuple(t.config["accs"]): t.status for t in grid_trials(grid, 3)}
+    assert statuses == {(0.5, 0.9, 0.6): "finished", (0.7, 0.7, 0.7): "finished",
+                        (0.5, 0.95): "stopped_early", (0.5, 0.99, 0.99): "diverged"}
     cfg = SweepConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     _finish(cfg, grid, tmp_path / "out")
-    assert "best val/acc = 0.9000 (epoch 2) with resnet18 ghn lr=0.01" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best val/acc = 0.9000 (epoch 2, finished) with resnet18 ghn lr=0.01" in out
+    last_progress = [line for line in out.splitlines() if line.startswith("[")][-1]
+    assert last_progress.endswith("| best val/acc 0.900 (resnet18 ghn lr=0.01)")
+    assert progress.best_trial()[1].config["accs"] == [0.5, 0.9, 0.6]
