@@ -119,7 +119,8 @@ def repeat_specs() -> list[TrialSpec]:
             ("p1", "ghn", 0.012, 3e-5, True, (.56, .57, .58))):
         for seed, test in enumerate(tests, start=1):
             out.append(TrialSpec(f"{original}s{seed}", "resnet50", init, lr,
-                                 [.3, .4, .5, .6], [.3, .4, .5, test], beta=beta, orth=orth,
+                                 [.3, .4, .5, test + .05], [.3, .4, .5, test], beta=beta,
+                                 orth=orth,
                                  seed=seed, repeat_of=original))
     return out
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from analysis import CURVES_SCHEMA, TRIALS_SCHEMA, _mlflow
 
@@ -26,7 +27,8 @@ def test_tag_names_are_those_the_sweep_writes():
     tree = ast.parse((REPO / "sweeps" / "tracking.py").read_text())
     consts = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
               for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
-    for name in ("SWEEP_TAG", "TRIAL_ID_TAG", "STOPPED_EARLY_TAG", "DIVERGED_TAG"):
+    for name in ("SWEEP_TAG", "TRIAL_ID_TAG", "STOPPED_EARLY_TAG", "DIVERGED_TAG",
+                 "REPEAT_OF_TAG"):
         assert getattr(_mlflow, name) == consts[name]
 
 
@@ -71,18 +73,25 @@ def test_best_configuration_per_arch(report):
 
 
 def test_sentences(report):
+    """Without repeats: single runs, said to be no evidence."""
     s = report.sentences
-    assert ("For resnet50, GHN + noise beta=3e-5 + orth beats random init by 4.1 points "
-            "(56.1% vs 52.0% test accuracy).") in s
-    assert ("For resnet50, GHN without post-processing beats random init by 2.5 points "
-            "(54.5% vs 52.0% test accuracy).") in s
-    assert ("For resnet50, the best configuration is GHN + noise beta=3e-5 + orth at lr=0.012: "
-            "62.0% validation, 56.1% test accuracy (trial p1).") in s
-    assert "For resnet50, post-processing changes GHN's test accuracy by +1.6 points." in s
-    assert ("For resnet50 at lr≈0.012, the best noise strength is beta=3e-5 (56.1% test "
-            "accuracy; without noise 54.5%, random init 52.0%).") in s
+    assert ("For resnet50, GHN + noise beta=3e-5 + orth (lr=0.012) beats random init by 4.1 "
+            "points in the search's single runs; one draw each, no interval: not evidence either "
+            "way (run with --repeats 2 or more).") in s
+    assert ("For resnet50, GHN without post-processing (lr=0.01) beats random init by 2.5 points "
+            "in the search's single runs; one draw each, no interval: not evidence either way "
+            "(run with --repeats 2 or more).") in s
+    assert ("For resnet50, the search's best configuration is GHN + noise beta=3e-5 + orth at "
+            "lr=0.012: 62.0% validation, 56.1% test accuracy (trial p1).") in s
+    assert ("For resnet50, random init (lr=0.01, chosen by validation accuracy) reaches 52.0% "
+            "test accuracy (the search's single run, no repeats).") in s
+    assert ("For resnet50, post-processing changes GHN's test accuracy by +1.6 points in the "
+            "search's single runs (no interval).") in s
+    assert ("For resnet50 at lr≈0.012, the search's best noise strength is beta=3e-5 (56.1% "
+            "test accuracy; without noise 54.5%, random init 52.0%; single runs).") in s
     assert ("The gain of GHN (+ post-processing) over random init is largest for resnet50 "
-            "(+4.1 points) and smallest for convnext_base (+2.0 points).") in s
+            "(+4.1 points) and smallest for convnext_base (+2.0 points; single runs for some: "
+            "see the intervals above).") in s
     text = (report.out / "report.md").read_text()
     assert all(sentence in text for sentence in s)
     assert "**State: finished**" in text and "99.0%" not in text  # sweepB stayed out
@@ -116,3 +125,42 @@ def test_gaps_are_marked(report):
     text = (report.out / "report.md").read_text()
     assert "p4 (failed)" in text and "diverged (loss not finite)" in text
     assert "other run(s) in the experiment (other sweeps) were left out" in text
+
+
+def test_repeats_give_means_intervals_and_paired_gains(repeated):
+    """Known spreads (synthetic_sweep.repeat_specs): random 50/52/54, GHN + pp 56/57/58, GHN
+    51/55/52 on seeds 1-3; t(0.975, 2) = 4.303."""
+    s = repeated.sentences
+    assert ("For resnet50, random init (lr=0.01, chosen by validation accuracy) reaches 52.0% "
+            "± 2.0 test accuracy (mean ± std over 3 seeds; 95% interval 47.0–57.0%).") in s
+    assert ("For resnet50, GHN + noise beta=3e-5 + orth (lr=0.012) beats random init by 5.0 "
+            "points (95% interval +2.5 to +7.5, paired over 3 seeds).") in s
+    assert ("For resnet50, GHN without post-processing (lr=0.01) is not distinguishable from "
+            "random init (+0.7 points, 95% interval -5.6 to +6.9, paired over 3 seeds).") in s
+    assert any(x.startswith("For convnext_base, GHN + noise beta=3e-5 + orth (lr=0.002) beats "
+                            "random init by 2.0 points in the search's single runs") for x in s)
+    comp = repeated.tables["comparison"].set_index(["arch", "method"])
+    pp = comp.loc[("resnet50", "ghn+pp")]
+    assert (pp["trial_id"], pp["n_seeds"], pp["gain_n"]) == ("p1", 3, 3)
+    assert pp["test_mean"] == pytest.approx(0.57) and pp["test_std"] == pytest.approx(0.01)
+    assert (pp["gain_lo"], pp["gain_hi"]) == pytest.approx((5 - 2.4841, 5 + 2.4841), abs=1e-3)
+    text = (repeated.out / "report.md").read_text()
+    assert "11 in the search, 9 repeats" in text and "## Repeats" in text
+    row = "| resnet50 | GHN + post-processing | GHN + noise beta=3e-5 + orth | 0.012 | p1 |"
+    assert row in text
+
+
+def test_repeats_stay_out_of_the_search_plots_and_show_as_spread(repeated):
+    heat = {ax.get_title(): points(ax) for ax in panels(repeated.figures["heatmaps.png"])}
+    assert heat["resnet50 / ghn (6 trials)"] == 6  # the repeats are not extra trials here
+    labels = [t.get_text() for ax in panels(repeated.figures["heatmaps.png"])
+              for t in ax.texts]
+    assert sorted(labels) == ["±1.0 (3)", "±2.0 (3)", "±2.1 (3)"]  # val std of r1/g1/p1 repeats
+    (bars,) = panels(repeated.figures["gains.png"])
+    errorbars = [c for c in bars.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars.patches) == 6 and len(errorbars) == 3  # resnet50's three methods
+    assert sum(p.get_hatch() == "//" for p in bars.patches) == 3  # convnext: single runs
+    noise = panels(repeated.figures["noise_vs_beta.png"])
+    assert any(c.get_label() == "± std over repeats" for ax in noise for c in ax.containers)
+    acct = repeated.tables["asha"].set_index("arch")
+    assert acct.loc["all", "epochs_spent"] == 34  # ASHA's accounting: the search only
