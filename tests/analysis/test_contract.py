@@ -16,7 +16,8 @@ class Trial:
         self.trial_id, self.error_file = trial_id, None
         self.config = {"optim.epochs": 3, **config}
         self.resolved = TrialConfig.from_flat(
-            {k: v for k, v in self.config.items() if k != "search.noise"}).to_flat()
+            {k: v for k, v in self.config.items()
+             if not k.startswith(("search.", "repeat."))}).to_flat()
 
     def __str__(self) -> str:
         return f"sweep_trial_{self.trial_id}"
@@ -89,3 +90,35 @@ def test_an_interrupted_sweep_reads_as_a_snapshot(tmp_path):
     assert sweep.in_progress  # not "finished": it can be resumed
     rows = {r["trial_id"]: r["status"] for r in trials_table(sweep).to_pylist()}
     assert rows == {"t1": "finished", "t2": "interrupted"}
+
+
+def test_repeats_are_read_as_repeats_and_the_search_leaves_the_parent_open(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
+    search = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1",
+                                    final=False)
+    search.setup()
+    original = Trial("t1", arch="resnet18", init="random", **{"optim.lr": 0.1})
+    search.on_trial_start(0, [], original)
+    for epoch in (1, 2, 3):
+        _report(search, original, epoch, 0.3)
+    search.on_trial_complete(0, [], original)
+    original.status, original.last_result = "TERMINATED", {"done": True}
+    search.on_experiment_end([original])
+    assert read_mlflow(tracking_uri=uri, experiment="ghn-sweep").in_progress  # repeats to come
+
+    repeats = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
+    repeats.setup()
+    again = Trial("t9", arch="resnet18", init="random", seed=1,
+                  **{"optim.lr": 0.1, "repeat.of": "t1"})
+    repeats.on_trial_start(0, [], again)
+    for epoch in (1, 2, 3):
+        _report(repeats, again, epoch, 0.4)
+    repeats.on_trial_complete(0, [], again)
+    again.status, again.last_result = "TERMINATED", {"done": True}
+    repeats.on_experiment_end([again])
+    sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
+    assert not sweep.in_progress
+    rows = {r["trial_id"]: r for r in trials_table(sweep).to_pylist()}
+    assert (rows["t1"]["repeat_of"], rows["t9"]["repeat_of"], rows["t9"]["seed"]) == (
+        None, "t1", 1)
