@@ -27,7 +27,7 @@ def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir):
         [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--dataset", str(cifar_jpeg_dir),
          "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"), "--n-shots", "10",
          "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri,
-         "--num-samples", "6", "--max-epochs", "2"],
+         "--num-samples", "6", "--max-epochs", "2", "--repeats", "2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
         env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"),
              "RAY_AUTH_MODE": "disabled"})
@@ -39,12 +39,33 @@ def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir):
     report = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "m")], cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "sweep noise_vs_lr-smoke: 6 trials, finished" in report.stdout
+    # The repeats: S = 2 further seeds of each chosen configuration, as children of the parent.
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ghn-sweep")
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string="tags.`mlflow.parentRunId` != ''")
+    repeats = [c for c in children if "ghn_sweep.repeat_of" in c.data.tags]
+    originals = {c.data.tags["ray.trial_id"]: c for c in children if c not in repeats}
+    assert len(originals) == 6 and repeats
+    by_original: dict[str, list[str]] = {}
+    for c in repeats:
+        by_original.setdefault(c.data.tags["ghn_sweep.repeat_of"], []).append(c.data.params["seed"])
+    assert all(sorted(seeds) == ["1", "2"] for seeds in by_original.values())
+    assert set(by_original) <= set(originals) and len(by_original) >= 3  # >= the 3 baselines
+    for c in repeats:  # the same configuration as its original, another seed
+        original = originals[c.data.tags["ghn_sweep.repeat_of"]].data.params
+        assert {k: v for k, v in c.data.params.items() if k != "seed"} == {
+            k: v for k, v in original.items() if k != "seed"}
+        assert c.info.status == "FINISHED"
+    n = 6 + len(repeats)
+    assert f"sweep noise_vs_lr-smoke: {n} trials, finished" in report.stdout
+    text = (tmp_path / "m" / "report.md").read_text()
+    assert "± " in text and "95% interval" in text and "paired over 2 seeds" in text
     assert main(["--results", str(tmp_path / "ray_results" / "noise_vs_lr-smoke"),
                  "--out", str(tmp_path / "r")]) == 0
-    from_mlflow, from_ray = (
-        pq.read_table(tmp_path / d / "trials.parquet").to_pandas()[COLUMNS]
-        .sort_values("trial_id").reset_index(drop=True) for d in ("m", "r"))
+    from_mlflow, from_ray = (  # the search's trials: Ray's results dir holds only those
+        pq.read_table(tmp_path / d / "trials.parquet").to_pandas().query("repeat_of.isna()")
+        [COLUMNS].sort_values("trial_id").reset_index(drop=True) for d in ("m", "r"))
     pd.testing.assert_frame_equal(from_mlflow, from_ray)
     assert set(from_mlflow["method"]) >= {"random", "ghn"}  # the baselines ran
     client = MlflowClient(uri)

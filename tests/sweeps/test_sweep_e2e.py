@@ -26,7 +26,7 @@ def _argv(tmp_path, reference_dir, cifar_jpeg_dir, *extra, storage=None):
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
             "--storage", storage or str(tmp_path / "ray_results"),
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--n-shots", "10",
-            *extra]
+            "--repeats", "0", *extra]  # the repeats are tested in tests/analysis/test_smoke_sweep
 
 
 def _env(tmp_path):
