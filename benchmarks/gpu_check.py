@@ -228,7 +228,8 @@ def _worker(arch: str, sz: Sizes, device_name: str, inbox: mp.Queue, outbox: mp.
 
 
 def concurrent_run(sz: Sizes, device: torch.device, label: str) -> None:
-    """Aggregate images/s of k trial processes over one shared window, for each k."""
+    """Aggregate images/s of k trial processes over one shared window, for each k. Their steps
+    are eager: eight processes compiling at once would spend the check's time budget."""
     arch, ctx = sz.archs[-1], mp.get_context("spawn")
     outbox, inboxes = ctx.Queue(), [ctx.Queue() for _ in range(max(sz.concurrent))]
     procs = [ctx.Process(target=_worker, args=(arch, sz, device.type, q, outbox), daemon=True)
@@ -275,7 +276,10 @@ def concurrent_section(sz: Sizes, device: torch.device, tmp: Path) -> None:
     finally:
         _run(["nvidia-cuda-mps-control"], env={**os.environ}, stdin="quit\n")
         for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
 
 
 def start_mps(tmp: Path) -> dict | None:
