@@ -9,7 +9,8 @@ each is compared, so load from other processes hits both alike.
     python benchmarks/trial_throughput.py --arch resnet50 --batch-size 96 --trials 1 2 4  # GPU
 
 Prints, last, ``<arch> trial_vs_bare=<ratio>``. ``--trials`` also reports the aggregate images/s
-of that many trial loops sharing the device (separate processes, as Ray would run them).
+of that many trial loops sharing the device (separate processes, as Ray would run them): the
+images all of them trained in one shared wall-clock window (``--window-s``), divided by it.
 """
 
 from __future__ import annotations
@@ -101,26 +102,33 @@ def compare(args: argparse.Namespace) -> float:
     return max(trial) / max(bare)
 
 
-def _worker(args: argparse.Namespace, start: mp.Event, out: mp.Queue) -> None:
+def _worker(args: argparse.Namespace, start: mp.Value, out: mp.Queue) -> None:
     cfg, model, splits = setup(args)
     trial_loop(cfg, model, splits)  # warm-up outside the timed window
-    start.wait()
-    out.put(max(trial_loop(cfg, model, splits) for _ in range(args.rounds)))
+    while start.value == 0:
+        time.sleep(0.01)
+    time.sleep(max(0.0, start.value - time.monotonic()))
+    images = 0
+    while time.monotonic() - start.value < args.window_s:
+        trial_loop(cfg, model, splits)
+        images += len(splits.train_y)
+    out.put((images, time.monotonic()))
 
 
 def shared(args: argparse.Namespace, k: int) -> float:
-    """Aggregate images/s of ``k`` trial loops in separate processes on one device."""
+    """Aggregate images/s of ``k`` trial loops in separate processes on one device, over the
+    same window: monotonic clocks are shared by the processes of one machine."""
     ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
+    start, out = ctx.Value("d", 0.0), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(args, start, out)) for _ in range(k)]
     for p in procs:
         p.start()
     time.sleep(args.settle_s)  # let every process build its model before the clock starts
-    start.set()
-    total = sum(out.get() for _ in procs)
+    start.value = time.monotonic() + 0.5
+    done = [out.get() for _ in procs]
     for p in procs:
         p.join()
-    return total
+    return sum(d[0] for d in done) / (max(d[1] for d in done) - start.value)
 
 
 def main() -> None:
@@ -133,6 +141,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--trials", type=int, nargs="*", default=[], help="e.g. 1 2 4")
     ap.add_argument("--settle-s", type=float, default=20.0)
+    ap.add_argument("--window-s", type=float, default=10.0, help="the shared window of --trials")
     args = ap.parse_args()
     for k in args.trials:
         print(f"{args.arch} {k} trial(s) sharing the device: {shared(args, k):.1f} img/s total",

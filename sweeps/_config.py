@@ -112,7 +112,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
     "paper": {"num_samples": 64, "max_epochs": 300, "archs": ("resnet50", "convnext_base"),
               "n_shots": 100, "recipe": "paper", "repeats": 3,
-              "gpus_per_trial": 1.0, "cpus_per_trial": 4.0, "max_concurrent": 16,
+              # Four trials share each GPU (MPS runs their kernels side by side; see
+              # cluster.yaml), each with one of the g5.xlarge's 4 CPUs: 8 workers x 4 = 32 at once
+              # (sweeps/_packing.py; tests/sweeps/test_packing.py checks it against cluster.yaml).
+              "gpus_per_trial": 0.25, "cpus_per_trial": 1.0, "max_concurrent": 32,
               "grace_period": 30, "reduction_factor": 3,
               # A checkpoint is the model and optimiser state (~1 GB for convnext_base with
               # AdamW), written to shared storage: every 30 epochs, not after each GPU epoch.

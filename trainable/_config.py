@@ -15,7 +15,8 @@ from typing import Any
 
 from postproc import PostProcConfig
 
-__all__ = ["DataConfig", "OptimConfig", "TrialConfig", "RECIPES", "TEST_EVALS", "get_recipe"]
+__all__ = ["COMPILE_MODES", "DataConfig", "OptimConfig", "TrialConfig", "RECIPES", "TEST_EVALS",
+           "get_recipe"]
 
 INITS = ("random", "ghn", "pretrained")
 OPTIMIZERS = ("sgd", "adamw")
@@ -26,6 +27,11 @@ DEVICES = ("auto", "cpu", "cuda")
 # validation epoch" needs, for a fraction of the cost when the test split is large (10k images
 # against 1k training images in the paper's setting).
 TEST_EVALS = ("every_epoch", "on_best_val")
+# Capture of the train step (forward, loss and backward) with torch.compile: off (eager); on
+# (mode reduce-overhead, i.e. CUDA graphs, on CUDA; the default mode on CPU); auto (on for CUDA,
+# off on CPU, where compiling costs tens of seconds and gains little). A step that fails to compile
+# runs eagerly, with one warning saying why.
+COMPILE_MODES = ("off", "on", "auto")
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
@@ -96,6 +102,7 @@ class TrialConfig:
     device: str = "auto"  # auto: cuda when present
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always checkpoints)
     test_eval: str = "every_epoch"  # every_epoch | on_best_val (see TEST_EVALS)
+    compile: str = "off"  # off | on | auto (see COMPILE_MODES): same training up to rounding
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     postproc: PostProcConfig = field(default_factory=PostProcConfig)
@@ -110,6 +117,8 @@ class TrialConfig:
         _check(every >= 1, "checkpoint_every", every, "must be >= 1")
         _check(self.test_eval in TEST_EVALS, "test_eval", self.test_eval,
                f"must be one of {TEST_EVALS}")
+        _check(self.compile in COMPILE_MODES, "compile", self.compile,
+               f"must be one of {COMPILE_MODES}")
         # Post-processing perturbs predicted / pretrained parameters; on a random init it would
         # silently mean something else, so it is refused rather than ignored.
         touched = self.postproc != PostProcConfig()

@@ -8,6 +8,7 @@ horizontal flip folded into the gather indices): no per-image Python work, no Da
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,23 +162,35 @@ def to_input(x: torch.Tensor, splits: Splits, size: int, channels_last: bool) ->
     return x.contiguous(memory_format=fmt)
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches ``train_batches`` yields: enough full batches to show every image once."""
+    return max(1, math.ceil(n / batch_size))
+
+
 def train_batches(
     splits: Splits, batch_size: int, g: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of augmented uint8 NHWC batches: shuffled, random crop + flip in one gather."""
+    """One epoch of augmented uint8 NHWC batches: shuffled, random crop + flip in one gather.
+
+    Every batch has the same size (a static shape, so a captured step replays): the shuffled
+    order is topped up with the first images of the same order until the last batch is full
+    (1,000 images in batches of 96: 11 batches, 56 images seen twice, each with its own crop).
+    With fewer images than ``batch_size``, one batch of all of them.
+    """
     x, y = splits.train_x, splits.train_y
     n, h, w = len(y), x.shape[1] - 2 * PAD, x.shape[2] - 2 * PAD
+    bs = min(batch_size, n)
+    m = steps_per_epoch(n, bs) * bs
     dev = x.device
     order = torch.randperm(n, generator=g, device=dev)
-    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=g, device=dev)
-    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=g, device=dev)
-    flip = torch.rand(n, generator=g, device=dev) < 0.5
+    order = torch.cat([order, order[: m - n]])  # the top-up never repeats within the last batch
+    dy = torch.randint(0, 2 * PAD + 1, (m,), generator=g, device=dev)
+    dx = torch.randint(0, 2 * PAD + 1, (m,), generator=g, device=dev)
+    flip = torch.rand(m, generator=g, device=dev) < 0.5
     ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
-    for i in range(0, n, batch_size):
-        idx = order[i : i + batch_size]
-        if len(idx) < 2 and n >= 2:
-            break  # a batch of one breaks BatchNorm; drop it (it is at most one image an epoch)
-        b = slice(i, i + len(idx))
+    for i in range(0, m, bs):
+        b = slice(i, i + bs)
+        idx = order[b]
         rows = dy[b, None] + ar_h
         cols = dx[b, None] + torch.where(flip[b, None], w - 1 - ar_w, ar_w)
         yield x[idx[:, None, None], rows[:, :, None], cols[:, None, :]], y[idx]
@@ -185,7 +198,13 @@ def train_batches(
 
 def eval_batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Plain slices, in order."""
-    for i in range(0, len(y), batch_size):
-        yield x[i : i + batch_size], y[i : i + batch_size]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    """In order, ``(images, labels, real)`` batches of one size, ``min(batch_size, len(y))``: the
+    last is padded with the split's first images, and only its first ``real`` rows count."""
+    bs = min(batch_size, len(y))
+    for i in range(0, len(y), bs):
+        real = min(bs, len(y) - i)
+        xb, yb = x[i : i + real], y[i : i + real]
+        if real < bs:
+            xb, yb = torch.cat([xb, x[: bs - real]]), torch.cat([yb, y[: bs - real]])
+        yield xb, yb, real

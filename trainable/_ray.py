@@ -32,7 +32,14 @@ def run_trial(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
-    fit(cfg, report=_report, resume=resume, run_identity=identity)
+    fit(cfg, report=_report, resume=resume, run_identity=identity, gpu_fraction=_gpu_share())
+
+
+def _gpu_share() -> float:
+    """The share of one GPU Ray gave this trial (``--gpus-per-trial 0.25``: 0.25); 1 for whole
+    GPUs or none."""
+    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    return gpus if 0 < gpus < 1 else 1.0
 
 
 def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:

@@ -2,7 +2,15 @@ import torch
 import torch.nn.functional as F
 
 from trainable import DataConfig, _data
-from trainable._data import PAD, Splits, load_splits, to_input, train_batches
+from trainable._data import (
+    PAD,
+    Splits,
+    eval_batches,
+    load_splits,
+    steps_per_epoch,
+    to_input,
+    train_batches,
+)
 
 
 def _per_class_counts(y):
@@ -74,3 +82,33 @@ def test_to_input_normalises_and_resizes():
                     torch.full((1, 3, 1, 1), 0.25), 2)
     out = to_input(x, splits, 16, channels_last=False)
     assert out.shape == (2, 3, 16, 16) and torch.allclose(out, torch.full_like(out, 2.0))
+
+
+def _index_splits(n):
+    """Splits whose image i holds the value i everywhere, so a batch says which images it has."""
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 4, 4, 3).contiguous()
+    padded = F.pad(images, (0, 0, PAD, PAD, PAD, PAD), value=255)
+    return Splits(padded, torch.arange(n), images, torch.arange(n), images, torch.arange(n),
+                  torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1), n)
+
+
+def test_train_batches_are_full_and_show_every_image():
+    splits = _index_splits(10)
+    batches = list(train_batches(splits, 4, torch.Generator().manual_seed(0)))
+    assert [len(yb) for _, yb in batches] == [4, 4, 4] == [4] * steps_per_epoch(10, 4)
+    seen = torch.cat([yb for _, yb in batches])
+    assert sorted(set(seen.tolist())) == list(range(10))  # every image, 2 of them twice
+    last = batches[-1][1].tolist()
+    assert len(set(last)) == len(last)  # the top-up never repeats an image within a batch
+    one = list(train_batches(splits, 32, torch.Generator().manual_seed(0)))
+    assert len(one) == 1 == steps_per_epoch(10, 32)
+    assert sorted(one[0][1].tolist()) == list(range(10))
+
+
+def test_eval_batches_have_one_shape_and_count_each_image_once():
+    x, y = torch.arange(7).view(7, 1), torch.arange(7)
+    batches = list(eval_batches(x, y, 3))
+    assert [len(yb) for _, yb, _ in batches] == [3, 3, 3]
+    counted = torch.cat([yb[:real] for _, yb, real in batches])
+    assert counted.tolist() == list(range(7))
+    assert [len(yb) for _, yb, _ in eval_batches(x, y, 100)] == [7]

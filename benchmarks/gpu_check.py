@@ -1,0 +1,336 @@
+"""The one prepared device check: what a session with a GPU runs once, printing as it goes.
+
+Claim: on one H100/H200 it measures, in under 8 minutes, what issue 16 asks of the trial loop:
+the 2-epoch trials of resnet18 and resnet50 at 32x32 through ``trainable.train`` (bf16,
+channels-last, compile off and on, with compile time and peak memory), images/s of the trial
+loop against a bare eager loop in the same run, the aggregate images/s of 1, 2, 4 and 8 trials
+sharing the GPU over one wall-clock window (without and, where it starts, with NVIDIA MPS), and
+the time of one paper-recipe resnet50 trial extrapolated from the measured epochs. Every line is
+flushed, so a run cut off still reports what it reached. Without CUDA (or with ``--tiny``) it
+runs the same sections at CPU sizes in well under a minute, so CI keeps it working.
+
+    python benchmarks/gpu_check.py                 # CUDA when present, else --tiny
+    python benchmarks/gpu_check.py --tiny          # CPU sizes
+    python benchmarks/gpu_check.py --sections trials paper   # a subset
+
+The data is synthetic (random 32x32 PNGs in a temporary ImageFolder tree, 100 shots per class):
+throughput does not depend on pixel values. Trials start from a random init (no GHN checkpoint
+is needed) and use a temporary cache directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from trial_throughput import bare_loop, synthetic_splits
+
+from trainable import OptimConfig, TrialConfig, train
+from trainable._cache import CACHE_ENV
+from trainable._data import steps_per_epoch
+from trainable._loop import evaluate, make_optimizer, make_schedule, resolve_device, train_epoch
+from trainable._model import build_model
+from trainable._step import TrainStep
+
+T0 = time.perf_counter()
+SECTIONS = ("env", "trials", "bare", "paper", "concurrent")
+
+
+def say(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each section runs: the GPU sizes of the issue, or CPU sizes for CI."""
+
+    archs: tuple[str, ...]
+    compile_modes: tuple[str, ...]
+    shots: int  # training images per class (10 classes)
+    val: int  # validation images per class
+    test: int  # test images per class (the paper's 10k are extrapolated)
+    batch: int
+    epochs: int
+    small_stem: bool
+    concurrent: tuple[int, ...]
+    window_s: float  # the shared wall-clock window of the concurrent trials
+    eval_images: int  # images timed for the eval-per-image figure
+    image: int  # image side in pixels
+
+
+GPU = Sizes(("resnet18", "resnet50"), ("off", "on"), 100, 50, 100, 96, 2, True, (1, 2, 4, 8),
+            8.0, 4000, 32)
+# Seconds on a busy 2-core CPU: 20 images at 16x16, 2 steps an epoch.
+TINY = Sizes(("resnet18",), ("off",), 2, 1, 1, 10, 2, False, (1, 2), 1.0, 20, 16)
+
+
+def env_section(device: torch.device) -> None:
+    say(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        f"cuDNN {torch.backends.cudnn.version()}, {os.cpu_count()} CPUs")
+    if device.type != "cuda":
+        say(f"device {device} (no CUDA: CPU sizes)")
+        return
+    p = torch.cuda.get_device_properties(device)
+    say(f"device {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, "
+        f"capability {p.major}.{p.minor}")
+    smi = _run(["nvidia-smi", "--query-gpu=driver_version,compute_mode", "--format=csv,noheader"])
+    say(f"driver, compute mode: {smi or 'nvidia-smi not found'}")
+    mps = _run(["pgrep", "-x", "nvidia-cuda-mps-control"])
+    say(f"an MPS daemon already runs: {'yes (pid ' + mps + ')' if mps else 'no'}")
+
+
+def _run(cmd: list[str], env: dict | None = None, stdin: str | None = None) -> str:
+    """A command's stdout, stripped; '' when it is missing or fails."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env,
+                              input=stdin)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def make_dataset(root: Path, sz: Sizes) -> Path:
+    """A random ImageFolder tree with train/ (shots + val per class) and test/."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", sz.shots + sz.val), ("test", sz.test)):
+        for c in range(10):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (sz.image, sz.image, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / f"{i}.png")
+    return root
+
+
+def trial_config(arch: str, compile_mode: str, data: Path, sz: Sizes, device: str) -> TrialConfig:
+    return TrialConfig.from_flat({
+        "arch": arch, "init": "random", "device": device, "small_stem": sz.small_stem,
+        "image_size": sz.image,
+        "compile": compile_mode, "data.dataset": str(data), "data.n_shots": sz.shots,
+        "data.val_per_class": sz.val, "data.test_per_class": sz.test,
+        "optim.batch_size": sz.batch, "optim.epochs": sz.epochs, "optim.lr": 0.01,
+    })
+
+
+def trials_section(data: Path, sz: Sizes, device: torch.device) -> dict:
+    """2-epoch trials per compile mode and architecture; each one's epochs and peak memory."""
+    results = {}
+    for mode in sz.compile_modes:
+        for arch in sz.archs:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t, epochs = time.perf_counter(), []
+
+            def show(m: dict, arch: str = arch, mode: str = mode, epochs: list = epochs) -> None:
+                epochs.append(m)
+                say(f"  {arch} compile={mode} epoch {m['epoch']:.0f}: {m['images_per_s']:.0f} "
+                    f"img/s, train {m['epoch_time_s']:.2f} s, compile {m['compile_time_s']:.1f} "
+                    f"s, train/loss {m['train/loss']:.3f}")
+
+            train(trial_config(arch, mode, data, sz, device.type), report=show)
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0
+            compile_s = sum(m["compile_time_s"] for m in epochs)
+            say(f"trial {arch} compile={mode}: {epochs[-1]['images_per_s']:.0f} img/s (last "
+                f"epoch), compile {compile_s:.1f} s, wall {time.perf_counter() - t:.1f} s, "
+                f"peak {peak:.0f} MiB")
+            results[(arch, mode)] = {**epochs[-1], "compile_s": compile_s}
+    return results
+
+
+def _model_cfg(arch: str, sz: Sizes, device: torch.device) -> TrialConfig:
+    return TrialConfig(arch=arch, init="random", small_stem=sz.small_stem, device=device.type,
+                       image_size=sz.image, optim=OptimConfig(batch_size=sz.batch, lr=1e-3))
+
+
+def _model(cfg: TrialConfig, device: torch.device) -> torch.nn.Module:
+    model, _ = build_model(cfg, num_classes=10)
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    return model.to(device, memory_format=fmt)
+
+
+def _epoch_images(sz: Sizes) -> int:
+    """Images of one trial epoch (full batches): 1,056 for 1,000 images in batches of 96."""
+    return steps_per_epoch(10 * sz.shots, sz.batch) * sz.batch
+
+
+def bare_section(sz: Sizes, device: torch.device, trials: dict) -> None:
+    """The barest eager loop on the same model and batch, against each trial's last epoch."""
+    for arch in sz.archs:
+        cfg = _model_cfg(arch, sz, device)
+        model, splits = _model(cfg, device), synthetic_splits(_epoch_images(sz), sz.image, device)
+        bare_loop(cfg, model, splits)  # warm-up: cuDNN picks its kernels
+        bare = max(bare_loop(cfg, model, splits) for _ in range(2))
+        for mode in sz.compile_modes:
+            if (arch, mode) in trials:
+                trial = trials[arch, mode]["images_per_s"]
+                say(f"{arch} compile={mode}: trial {trial:.0f} img/s, bare eager {bare:.0f} "
+                    f"img/s, trial_vs_bare={trial / bare:.2f}")
+
+
+def paper_section(sz: Sizes, device: torch.device, trials: dict) -> None:
+    """One paper-recipe trial (300 epochs of 1,000 images, 500 validation images each epoch,
+    test on 10k at best validation), extrapolated from the measured epochs and evaluation."""
+    arch = sz.archs[-1]
+    cfg = _model_cfg(arch, sz, device)
+    model = _model(cfg, device)
+    splits = synthetic_splits(sz.batch, sz.image, device)
+    shape = (sz.eval_images, sz.image, sz.image, 3)
+    test_x = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+    test_y = torch.zeros(sz.eval_images, dtype=torch.long, device=device)
+    evaluate(model, splits, test_x, test_y, cfg)  # warm-up
+    t = time.perf_counter()
+    evaluate(model, splits, test_x, test_y, cfg)
+    eval_pi = (time.perf_counter() - t) / sz.eval_images
+    say(f"{arch} evaluation: {1 / eval_pi:.0f} img/s")
+    n_test = 30  # on_best_val: test at each validation improvement, frequent early; 1..300
+    for mode in sz.compile_modes:
+        m = trials.get((arch, mode))
+        if m is None:
+            continue
+        train_s = m["epoch_time_s"] * 1056 / _epoch_images(sz)  # 11 steps of 96
+        total = 300 * (train_s + 500 * eval_pi) + n_test * 10_000 * eval_pi + m["compile_s"]
+        say(f"paper {arch} trial, compile={mode}: {total:.0f} s = 300 x ({train_s:.3f} s train "
+            f"+ {500 * eval_pi:.3f} s val) + {n_test} x {10_000 * eval_pi:.2f} s test + "
+            f"{m['compile_s']:.0f} s compile")
+
+
+def _worker(arch: str, sz: Sizes, device_name: str, inbox: mp.Queue, outbox: mp.Queue) -> None:
+    """One trial loop in its own process, as Ray runs trials: set up, then run windows."""
+    device = resolve_device(device_name)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    cfg = _model_cfg(arch, sz, device)
+    model, splits = _model(cfg, device), synthetic_splits(_epoch_images(sz), sz.image, device)
+    opt = make_optimizer(cfg.optim, model)
+    sched = make_schedule(cfg.optim, opt, 10**6)
+    step, gen = TrainStep(model, splits, cfg), torch.Generator(device).manual_seed(0)
+    train_epoch(model, opt, sched, splits, cfg, gen, step)  # warm-up
+    outbox.put("ready")
+    while (msg := inbox.get()) is not None:
+        start, window = msg
+        time.sleep(max(0.0, start - time.monotonic()))
+        images = 0
+        while time.monotonic() - start < window:
+            images += train_epoch(model, opt, sched, splits, cfg, gen, step)[2]
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0
+        outbox.put((images, time.monotonic(), peak))
+
+
+def concurrent_run(sz: Sizes, device: torch.device, label: str) -> None:
+    """Aggregate images/s of k trial processes over one shared window, for each k. Their steps
+    are eager: eight processes compiling at once would spend the check's time budget."""
+    arch, ctx = sz.archs[-1], mp.get_context("spawn")
+    outbox, inboxes = ctx.Queue(), [ctx.Queue() for _ in range(max(sz.concurrent))]
+    procs = [ctx.Process(target=_worker, args=(arch, sz, device.type, q, outbox), daemon=True)
+             for q in inboxes]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            outbox.get(timeout=300)
+        base = None
+        for k in sz.concurrent:
+            start = time.monotonic() + 0.5
+            for q in inboxes[:k]:
+                q.put((start, sz.window_s))
+            done = [outbox.get(timeout=sz.window_s + 300) for _ in range(k)]
+            rate = sum(d[0] for d in done) / (max(d[1] for d in done) - start)
+            base = base or rate
+            say(f"{label}: {k} x {arch} at once: {rate:.0f} img/s in all ({rate / base:.2f}x one)"
+                f", peak {max(d[2] for d in done):.0f} MiB per trial")
+    except Exception as e:  # a worker that died (e.g. MPS refused it) leaves the queue empty
+        say(f"{label}: stopped: {type(e).__name__} {e}; workers alive: "
+            f"{sum(p.is_alive() for p in procs)}/{len(procs)}")
+    finally:
+        for q in inboxes:
+            q.put(None)
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+
+
+def concurrent_section(sz: Sizes, device: torch.device, tmp: Path) -> None:
+    concurrent_run(sz, device, "no MPS")
+    if device.type != "cuda":
+        say("MPS: CUDA only, skipped")
+        return
+    mps = start_mps(tmp)
+    if mps is None:
+        return
+    old = {k: os.environ.get(k) for k in mps}
+    os.environ.update(mps)  # spawned workers inherit it and connect to this daemon
+    try:
+        concurrent_run(sz, device, "MPS")
+    finally:
+        _run(["nvidia-cuda-mps-control"], env={**os.environ}, stdin="quit\n")
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+
+
+def start_mps(tmp: Path) -> dict | None:
+    """An MPS control daemon of this run's own (pipe and log in ``tmp``), or None and why."""
+    if shutil.which("nvidia-cuda-mps-control") is None:
+        say("MPS: nvidia-cuda-mps-control not found, skipped")
+        return None
+    mps = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp / "mps-pipe"),
+           "CUDA_MPS_LOG_DIRECTORY": str(tmp / "mps-log")}
+    for d in mps.values():
+        Path(d).mkdir()
+    done = subprocess.run(["nvidia-cuda-mps-control", "-d"], env={**os.environ, **mps},
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        say(f"MPS did not start (rc {done.returncode}): {done.stderr.strip() or done.stdout}")
+        return None
+    say("MPS daemon started")
+    return mps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="CPU sizes (the default without CUDA)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    ap.add_argument("--compile-modes", nargs="+", choices=["off", "on", "auto"],
+                    help="TrialConfig.compile values of the trials (GPU: off on; tiny: off)")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    sz = TINY if args.tiny or device.type != "cuda" else GPU
+    if args.compile_modes:
+        sz = Sizes(**{**vars(sz), "compile_modes": tuple(args.compile_modes)})
+    say(f"gpu_check: sections {' '.join(args.sections)}, {'tiny' if sz is TINY else 'GPU'} "
+        f"sizes on {device}")
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as d:
+        tmp = Path(d)
+        os.environ[CACHE_ENV] = str(tmp / "cache")  # decoded data of this run only
+        trials: dict = {}
+        if "env" in args.sections:
+            env_section(device)
+        if {"trials", "bare", "paper"} & set(args.sections):
+            data = make_dataset(tmp / "data", sz)
+            trials = trials_section(data, sz, device)
+        if "bare" in args.sections:
+            bare_section(sz, device, trials)
+        if "paper" in args.sections:
+            paper_section(sz, device, trials)
+        if "concurrent" in args.sections:
+            concurrent_section(sz, device, tmp)
+    say("gpu_check done")
+
+
+if __name__ == "__main__":
+    main()
