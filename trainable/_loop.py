@@ -55,7 +55,7 @@ def train(
     with the same directory continues after the last checkpointed epoch.
     """
     path = Path(checkpoint_dir) / STATE_FILE if checkpoint_dir else None
-    resume = torch.load(path, map_location="cpu", weights_only=False) if path and path.exists() \
+    resume = torch.load(path, map_location="cpu", weights_only=True) if path and path.exists() \
         else None
 
     def on_epoch(metrics: dict[str, float], state: dict[str, Any] | None) -> None:

@@ -3,7 +3,8 @@
 ``run_trial`` is a function trainable: flat dotted config in, one ``tune.report`` per epoch out,
 with a ``tune.Checkpoint`` on checkpoint epochs. A restored trial picks up ``tune.get_checkpoint()``
 and continues at the next epoch. The checkpoint records the trial id and name, the key by which the
-driver-side tracking callback finds the trial's MLflow run again.
+driver-side tracking callback finds the trial's MLflow run again. Checkpoints come back from shared
+storage, so they are read with ``weights_only=True``: tensors, dicts and primitives, no code.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def run_trial(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     fit(cfg, report=_report, resume=resume, run_identity=identity)
 
 
