@@ -16,6 +16,10 @@ from sweeps._config import parse_args
 
 if __name__ == "__main__":
     cfg = parse_args()  # --help and bad flags answer here, before Ray, MLflow and Optuna load
+    if not cfg.address:  # in-process Ray: on 127.0.0.1 only, decided as Ray is imported
+        from sweeps._loopback import listen_on_loopback
+
+        listen_on_loopback()
     from sweeps._run import run
 
     sys.exit(run(cfg))
