@@ -14,6 +14,10 @@ EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "
 # Diagnostics of the initial parameters, logged once at step 0.
 INIT_METRICS = ("init/mean_abs_cos", "init/repeat_share", "init/eff_rank_ratio", "init/n_layers")
 
+# Tags that say which code, packages and machine produced a run (sweeps.tracking on the parent
+# run, the trainable on each trial's run), shown in the report's Provenance section.
+PROVENANCE_PREFIXES = ("code.", "version.", "device.")
+
 # Trial states, as written to trials.parquet.
 FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
 RUNNING, INTERRUPTED = "running", "interrupted"
@@ -36,6 +40,7 @@ class Trial:
     init: dict[str, float] = field(default_factory=dict)  # init/... diagnostics
     run_id: str | None = None
     wall_time_s: float | None = None
+    provenance: dict[str, str] = field(default_factory=dict)  # code.*, version.*, device.* tags
 
 
 @dataclass
@@ -49,3 +54,4 @@ class Sweep:
     params: dict[str, str] = field(default_factory=dict)  # the parent run's sweep.* params
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)  # data problems met while reading
+    provenance: dict[str, str] = field(default_factory=dict)  # the driver's, from the parent run
