@@ -219,8 +219,11 @@ def start_ray(cfg: SweepConfig) -> None:
                         "imported before sweeps._loopback.listen_on_loopback ran); %s", ip,
                         "RAY_AUTH_MODE=disabled: whoever reaches that address can run code "
                         "here" if off else "its token authentication stays on")
-    # Workers' logs stay in the results dir; failures still reach this terminal through Tune.
-    ray.init(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+    # "local": a Ray of this sweep's own, never one that `ray start` left on this machine (which
+    # ray.init() would join). Workers' logs stay in the results dir; failures still reach this
+    # terminal through Tune.
+    ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False,
+             include_dashboard=False)
 
 
 def _bad_input(message: str) -> typing.NoReturn:

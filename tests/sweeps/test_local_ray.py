@@ -76,3 +76,19 @@ def test_ray_imported_too_early_keeps_token_auth_on(tmp_path):
     assert auth == "token"
     assert "in-process Ray will listen on" in stderr
     assert (tmp_path / ".ray" / "auth_token").is_file()  # Ray made a token and requires it
+
+
+def test_local_sweep_starts_its_own_ray_never_one_found_on_the_machine(monkeypatch, tmp_path):
+    """ray.init() without an address joins the cluster a `ray start` recorded in /tmp/ray (an
+    unrelated one, on a shared machine); a local sweep asks for a new one."""
+    import ray
+
+    from sweeps._config import parse_args
+    from sweeps._run import start_ray
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "127.0.0.1")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    start_ray(parse_args(["--storage", str(tmp_path)]))
+    assert calls[0]["address"] == "local"
