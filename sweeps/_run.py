@@ -200,6 +200,11 @@ def _refuse_name_clash(cfg: SweepConfig, tracking: MlflowTrackingCallback) -> No
                    "--storage it used")
 
 
+def _store_exists(uri: str) -> bool:
+    """False only for a SQLite store whose file is not there yet."""
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
+
+
 def start_ray(cfg: SweepConfig) -> None:
     """Join the cluster at ``--address``, or start Ray in this process, on 127.0.0.1 only.
 
@@ -250,9 +255,11 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     tracking = MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
         sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, sweep_id=sweep_id)
+    new_store = not _store_exists(cfg.tracking_uri)  # asked before connect() creates it
     tracking.connect()  # in the background, while the name is checked and Ray starts
     if not cfg.resume:  # before Ray starts: a clash exits 2, with no run and no Ray experiment
-        _refuse_name_clash(cfg, tracking)
+        if not new_store:  # a new store holds no sweep: don't wait ~4 s for its creation
+            _refuse_name_clash(cfg, tracking)
         write_sweep_id(cfg, sweep_id)
     start_ray(cfg)
     progress = ProgressCallback(METRIC, cfg.max_epochs, tracking)
