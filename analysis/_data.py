@@ -14,6 +14,10 @@ EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "
 # Diagnostics of the initial parameters, logged once at step 0.
 INIT_METRICS = ("init/mean_abs_cos", "init/repeat_share", "init/eff_rank_ratio", "init/n_layers")
 
+# Tags that say which code, packages and machine produced a run (sweeps.tracking on the parent
+# run, the trainable on each trial's run), shown in the report's Provenance section.
+PROVENANCE_PREFIXES = ("code.", "version.", "device.")
+
 # Trial states, as written to trials.parquet.
 FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
 RUNNING, INTERRUPTED = "running", "interrupted"
@@ -37,6 +41,7 @@ class Trial:
     run_id: str | None = None
     wall_time_s: float | None = None
     repeat_of: str | None = None  # a repeat (a further seed): the search trial it repeats
+    provenance: dict[str, str] = field(default_factory=dict)  # code.*, version.*, device.* tags
 
 
 @dataclass
@@ -50,3 +55,4 @@ class Sweep:
     params: dict[str, str] = field(default_factory=dict)  # the parent run's sweep.* params
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)  # data problems met while reading
+    provenance: dict[str, str] = field(default_factory=dict)  # the driver's, from the parent run

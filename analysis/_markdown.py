@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pandas as pd
 
@@ -128,6 +129,27 @@ def _asha(acct: pd.DataFrame) -> list[str]:
             table(["arch", "trials", "epochs spent", "epochs if all ran", "saved"], rows)]
 
 
+def _provenance(sweep: Sweep) -> list[str]:
+    """Code, package versions and device: the driver's (parent run) and the trials' (each run's
+    own), a value per trial count where the trials differ."""
+    keys = sorted(set(sweep.provenance).union(*(t.provenance for t in sweep.trials)))
+    if not keys:
+        return ["No provenance tags (runs from before they were recorded, or Ray results)."]
+    rows = []
+    for key in keys:
+        counts = Counter(t.provenance.get(key) for t in sweep.trials)
+        if len(counts) == 1:
+            value = next(iter(counts))
+            trials = "" if value is None else f"{value} (all)"
+        else:
+            trials = "; ".join(f"{'none' if v is None else v} ({n})"
+                               for v, n in counts.most_common())
+        rows.append([f"`{key}`", sweep.provenance.get(key), trials])
+    return ["Which code, packages and machine produced the numbers (MLflow tags of the parent "
+            "run, from the sweep's driver, and of each trial's run, from its node).", "",
+            table(["tag", "driver", "trials (count)"], rows)]
+
+
 def _gaps(sweep: Sweep, df: pd.DataFrame) -> list[str]:
     out = [f"- {note}" for note in sweep.notes]
     if not (df["status"] == FINISHED).any():
@@ -170,6 +192,7 @@ def render(sweep: Sweep, df: pd.DataFrame, *, comp: pd.DataFrame,
               "![heatmaps](heatmaps.png)", "", "## Learning curves", "",
               "![learning curves](learning_curves.png)", ""]
     lines += ["## ASHA accounting", "", *_asha(acct), "", "![ASHA accounting](asha.png)", ""]
+    lines += ["## Provenance", "", *_provenance(sweep), ""]
     lines += ["## Gaps and notes", "", *_gaps(sweep, df), ""]
     missing = [f for f in figures if f"({f})" not in "\n".join(lines)]
     lines += [f"![{f}]({f})" for f in missing]

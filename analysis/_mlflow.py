@@ -20,6 +20,7 @@ from ._data import (
     FAILED,
     FINISHED,
     INTERRUPTED,
+    PROVENANCE_PREFIXES,
     RUNNING,
     STOPPED_EARLY,
     ReportError,
@@ -30,6 +31,7 @@ from ._data import (
 _logger = logging.getLogger(__name__)
 
 SWEEP_TAG = "ghn_sweep.sweep"
+SWEEP_ID_TAG = "ghn_sweep.sweep_id"
 TRIAL_ID_TAG = "ray.trial_id"
 STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
@@ -59,7 +61,8 @@ def read_mlflow(
     _logger.info("sweep %s: %d trials from parent run %s", name, len(trials), parent.info.run_id)
     return Sweep(name=name, source=f"MLflow {tracking_uri}, parent run {parent.info.run_id}",
                  in_progress=running, trials=trials, params=dict(parent.data.params),
-                 parent_run_id=parent.info.run_id, notes=notes)
+                 parent_run_id=parent.info.run_id, notes=notes,
+                 provenance=_provenance(parent.data.tags))
 
 
 def _check_store(uri: str) -> None:
@@ -88,17 +91,21 @@ def _find_parent(client: MlflowClient, experiment: str | None, run_id: str | Non
         names = sorted(e.name for e in client.search_experiments())
         raise ReportError(f"no MLflow experiment {experiment!r}; experiments: {names}")
     parents = [r for r in _all_runs(client, exp.experiment_id) if SWEEP_TAG in r.data.tags]
-    if sweep:
-        parents = [r for r in parents if r.data.tags[SWEEP_TAG] == sweep]
+    if sweep:  # its name, or its id (ghn_sweep.sweep_id) where names repeat
+        parents = [r for r in parents
+                   if sweep in (r.data.tags[SWEEP_TAG], r.data.tags.get(SWEEP_ID_TAG))]
     if not parents:
         which = f"named {sweep!r} " if sweep else ""
         raise ReportError(f"experiment {experiment!r} has no sweep {which}(no run tagged "
                           f"{SWEEP_TAG}); run a sweep first, or pass --parent-run ID")
     parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
     if len(parents) > 1:
-        rest = ", ".join(r.data.tags[SWEEP_TAG] for r in parents[1:])
-        notes.append(f"the experiment holds {len(parents)} sweeps; this report is of the latest "
-                     f"started. Others (choose with --sweep or --parent-run): {rest}.")
+        rest = ", ".join(f"{r.data.tags[SWEEP_TAG]} (parent run {r.info.run_id})"
+                         for r in parents[1:])
+        notes.append(f"the experiment holds {len(parents)} sweeps{' of that name' if sweep else ''}"
+                     f"; this report is of the latest started, parent run "
+                     f"{parents[0].info.run_id}. Others (choose with --sweep or --parent-run): "
+                     f"{rest}.")
     return parents[0]
 
 
@@ -132,7 +139,13 @@ def _trial(client: MlflowClient, run: Run) -> Trial:
         init={k: v for k, v in metrics.items() if k.startswith("init/")},
         run_id=run.info.run_id,
         wall_time_s=(end - start) / 1000 if end and start else None,
-        repeat_of=tags.get(REPEAT_OF_TAG))
+        repeat_of=tags.get(REPEAT_OF_TAG),
+
+provenance=_provenance(tags))
+
+
+def _provenance(tags: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k.startswith(PROVENANCE_PREFIXES)}
 
 
 def _status(run: Run) -> str:

@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--results", type=Path,
                         help="Ray results directory of one sweep (<storage>/<sweep name>), "
                              "instead of MLflow")
-    parser.add_argument("--sweep", help="with --experiment: the sweep's name (parent run tag "
-                                        "ghn_sweep.sweep)")
+    parser.add_argument("--sweep", help="with --experiment: the sweep's name or id (parent run "
+                                        "tag ghn_sweep.sweep or ghn_sweep.sweep_id)")
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db",
                         help="MLflow tracking store, as given to the sweep (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="output directory (default: reports/<sweep>)")

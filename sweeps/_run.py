@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from ghn import resolve_checkpoint
 from trainable import prepare_data
 
 from ._config import SweepConfig, parse_command
+from ._identity import ID_FILE, new_sweep_id, read_sweep_id, write_sweep_id
 from ._progress import ProgressCallback, describe
 from ._space import REPEAT_OF, SearchSpace, baseline_configs, baselines, plan, trial_config
 from ._trial import sweep_trial
@@ -280,7 +282,8 @@ def _log_to_parent(cfg: SweepConfig, table: Path, best_config: dict | None) -> N
         probe(cfg.tracking_uri)
         client = MlflowClient(cfg.tracking_uri)
         exp = client.get_experiment_by_name(cfg.experiment)
-        parent = exp and find_parent_run(client, exp.experiment_id, cfg.sweep_name)
+        parent = exp and find_parent_run(client, exp.experiment_id, cfg.sweep_name,
+                                         read_sweep_id(cfg))
         if not parent:
             return
         client.log_artifact(parent.info.run_id, str(table))
@@ -315,6 +318,61 @@ def _prepare(cfg: SweepConfig) -> None:
         _bad_input(f"--dataset {cfg.dataset!r}: {e}")
 
 
+def _sweep_id(cfg: SweepConfig) -> str:
+    """The id stored by the sweep being resumed, or a fresh sweep's new one."""
+    if not cfg.resume:
+        return new_sweep_id()
+    try:
+        return read_sweep_id(cfg)
+    except FileNotFoundError:
+        _bad_input(f"--resume: {cfg.sweep_path} has no {ID_FILE} (the sweep's id, which finds "
+                   "its MLflow parent run); it was started by an older version: finish it "
+                   "with that version, or start a new sweep with --name NEW_NAME")
+
+
+def _refuse_name_clash(cfg: SweepConfig, tracking: MlflowTrackingCallback) -> None:
+    """A fresh sweep must not share its parent run's name with another sweep's."""
+    other = tracking.other_parent_run()
+    if other is not None:
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.info.start_time / 1000))
+        _bad_input(f"--name: MLflow experiment {cfg.experiment!r} at {cfg.tracking_uri} already "
+                   f"holds a sweep named {cfg.sweep_name!r} (parent run {other.info.run_id}, "
+                   f"started {started}), whose Ray results are not at {cfg.sweep_path}. Start "
+                   "this sweep with --name NEW_NAME, or continue that one with --resume and the "
+                   "--storage it used")
+
+
+def _store_exists(uri: str) -> bool:
+    """False only for a SQLite store whose file is not there yet."""
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
+
+
+def start_ray(cfg: SweepConfig) -> None:
+    """Join the cluster at ``--address``, or start Ray in this process, on 127.0.0.1 only.
+
+    In-process Ray listens where ``ray`` chose when it was imported (see ``sweeps/_loopback``).
+    On loopback nothing off this machine reaches it, and Ray's token authentication would only
+    print a note; elsewhere it stays on (Ray's default for a new local cluster), and we say so.
+    """
+    if cfg.address:
+        ray.init(address=cfg.address, logging_level=logging.WARNING, log_to_driver=False)
+        return
+    ip = ray.util.get_node_ip_address()
+    if ipaddress.ip_address(ip).is_loopback:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    else:
+        off = os.environ.get("RAY_AUTH_MODE") == "disabled"
+        _logger.warning("in-process Ray will listen on %s, not only on 127.0.0.1 (ray was "
+                        "imported before sweeps._loopback.listen_on_loopback ran); %s", ip,
+                        "RAY_AUTH_MODE=disabled: whoever reaches that address can run code "
+                        "here" if off else "its token authentication stays on")
+    # "local": a Ray of this sweep's own, never one that `ray start` left on this machine (which
+    # ray.init() would join). Workers' logs stay in the results dir; failures still reach this
+    # terminal through Tune.
+    ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False,
+             include_dashboard=False)
+
+
 def _bad_input(message: str) -> typing.NoReturn:
     """Exit with status 2, as argparse does for bad flags."""
     print(f"error: {message}", file=sys.stderr)
@@ -334,18 +392,20 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     """Run the sweep ``cfg``: the search, then the repeats; ``argv`` (default
     ``sys.argv[1:]``) is echoed in the hint to ``--resume`` an interrupted sweep."""
     _prepare(cfg)
-    if not cfg.address:  # in-process Ray: silence its token-auth note (clusters keep auth on)
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    sweep_id = _sweep_id(cfg)
     # Checkpointing every epoch (--checkpoint-every 1) is deliberate; don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # MLflow is the sweep's record: no third copy of the metrics as TensorBoard events (with
     # tensorboardX installed they cost the driver ~70 ms per trial, between trials).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    tracking = _tracking(cfg, final=cfg.repeats == 0)
-    tracking.connect()  # while Ray starts
-    # Workers' logs stay in the results dir; failures still reach this terminal through Tune.
-    ray.init(address=cfg.address or None, logging_level=logging.WARNING, log_to_driver=False,
-             include_dashboard=None if cfg.address else False)
+    tracking = _tracking(cfg, sweep_id, final=cfg.repeats == 0)
+    new_store = not _store_exists(cfg.tracking_uri)  # asked before connect() creates it
+    tracking.connect()  # in the background, while the name is checked and Ray starts
+    if not cfg.resume:  # before Ray starts: a clash exits 2, with no run and no Ray experiment
+        if not new_store:  # a new store holds no sweep: don't wait ~4 s for its creation
+            _refuse_name_clash(cfg, tracking)
+        write_sweep_id(cfg, sweep_id)
+    start_ray(cfg)
     start = time.time()
     out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
     search = build_tuner(cfg, [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking)])
@@ -359,7 +419,7 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
         tracking.close_parent()
     if configs:
         print(f"repeats: {len(configs) // cfg.repeats} configurations x {cfg.repeats} seeds")
-        tracking = _tracking(cfg, final=True)
+        tracking = _tracking(cfg, sweep_id, final=True)
         progress = ProgressCallback(METRIC, cfg.max_epochs, tracking, phase="repeats")
         result_grid = build_tuner(cfg, [tracking, progress], repeats=configs).fit()
         _finish(cfg, result_grid, out, phase="repeats")
@@ -376,11 +436,12 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     return 0
 
 
-def _tracking(cfg: SweepConfig, final: bool) -> MlflowTrackingCallback:
+def _tracking(cfg: SweepConfig, sweep_id: str, final: bool) -> MlflowTrackingCallback:
     """The tracking callback of one phase; ``final``: its end closes the parent run."""
     return MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
-        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, final=final)
+        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, sweep_id=sweep_id,
+        final=final)
 
 
 def _interrupted(result_grid, total: int) -> bool:

@@ -23,6 +23,10 @@ if __name__ == "__main__":
 
         print(json.dumps(plan(cfg), indent=2))
         sys.exit(0)
+    if not cfg.address:  # in-process Ray: on 127.0.0.1 only, decided as Ray is imported
+        from sweeps._loopback import listen_on_loopback
+
+        listen_on_loopback()
     from sweeps._run import run
 
     sys.exit(run(cfg))

@@ -1,8 +1,10 @@
 """Driver-side MLflow tracking: one parent run per sweep, one child run per trial.
 
 Trials only report to Ray Tune; this callback, running in the driver, is the single owner of run
-lifecycle. It opens a child run when a trial starts, logs each epoch's metrics with step = epoch,
-and closes the run FINISHED, KILLED (stopped early, tagged ``ghn_sweep.stopped_early``) or FAILED.
+lifecycle. The parent run is the sweep's: tagged with its name and its id (``ghn_sweep.sweep_id``,
+kept with the Ray experiment), and found again by the id, never by the name alone. The callback
+opens a child run when a trial starts, logs each epoch's metrics with step = epoch, and closes
+the run FINISHED, KILLED (stopped early, tagged ``ghn_sweep.stopped_early``) or FAILED.
 After ``Tuner.restore`` (or a retried trial) it finds the trial's existing run by its
 ``ray.trial_id`` tag and continues it, skipping epochs that run already holds. Workers never talk
 to MLflow, so on a cluster the tracking server need only be reachable from the head node.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,18 +31,18 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from trainable import CONFIG_KEY, METRICS, TAGS_KEY
+from trainable import CONFIG_KEY, METRICS, TAGS_KEY, provenance
 
 from ._space import REPEAT_OF
 
-__all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "STOPPED_EARLY_TAG",
-           "REPEAT_OF_TAG",
-           "find_parent_run", "probe", "sweep_interrupted"]
+__all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "SWEEP_ID_TAG",
+           "STOPPED_EARLY_TAG", "REPEAT_OF_TAG", "find_parent_run", "probe", "sweep_interrupted"]
 
 _logger = logging.getLogger(__name__)
 
 TRIAL_ID_TAG = "ray.trial_id"
 SWEEP_TAG = "ghn_sweep.sweep"
+SWEEP_ID_TAG = "ghn_sweep.sweep_id"
 STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
 ORPHAN_TAG = "ghn_sweep.orphaned"
@@ -49,11 +52,15 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
-def find_parent_run(client: MlflowClient, experiment_id: str, sweep: str) -> Any | None:
-    """The sweep's parent run (tag ``ghn_sweep.sweep``), or None."""
-    found = client.search_runs([experiment_id],
-                               filter_string=f"tags.`{SWEEP_TAG}` = '{_quote(sweep)}'",
-                               max_results=1)
+def find_parent_run(client: MlflowClient, experiment_id: str, sweep: str,
+                    sweep_id: str | None = None) -> Any | None:
+    """The parent run of sweep ``sweep_id`` (tags ``ghn_sweep.sweep`` and ``ghn_sweep.sweep_id``),
+    or with no id the newest parent run of any sweep named ``sweep``; None if there is none."""
+    where = f"tags.`{SWEEP_TAG}` = '{_quote(sweep)}'"
+    if sweep_id is not None:
+        where += f" and tags.`{SWEEP_ID_TAG}` = '{_quote(sweep_id)}'"
+    found = client.search_runs([experiment_id], filter_string=where, max_results=1,
+                               order_by=["attributes.start_time DESC"])
     return found[0] if found else None
 
 
@@ -85,20 +92,24 @@ class MlflowTrackingCallback(tune.Callback):
     Args:
         tracking_uri: ``sqlite:///path/mlflow.db`` locally, ``http://host:port`` on a cluster.
         experiment: MLflow experiment name (created if missing).
-        sweep: the sweep's name; the parent run is found again by it after a restore.
+        sweep: the sweep's name, the parent run's name.
         sweep_params: logged as params of the parent run when it is created.
+        sweep_id: the sweep's identity, by which its parent run is found again after a
+            restore (it travels with the pickled callback); default: a new sweep's fresh id.
         final: whether this experiment's end ends the sweep (closes the parent run FINISHED);
             False for the search when repeats follow it as a second experiment.
     """
 
     def __init__(
         self, *, tracking_uri: str, experiment: str, sweep: str,
-        sweep_params: dict[str, Any] | None = None, final: bool = True,
+        sweep_params: dict[str, Any] | None = None, sweep_id: str | None = None,
+        final: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.sweep = sweep
         self.sweep_params = dict(sweep_params or {})
+        self.sweep_id = sweep_id or uuid.uuid4().hex
         self.final = final
         self._reset()
 
@@ -119,7 +130,7 @@ class MlflowTrackingCallback(tune.Callback):
         # Tune pickles callbacks with the experiment; a restored driver reconnects and finds its
         # runs by tag, so no client or run ids travel.
         return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "sweep",
-                                              "sweep_params", "final")}
+                                              "sweep_params", "sweep_id", "final")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -145,6 +156,23 @@ class MlflowTrackingCallback(tune.Callback):
     def flush(self) -> None:
         """Wait until every MLflow call queued so far is done."""
         self._writer.submit(lambda: None).result()
+
+    def other_parent_run(self) -> Any | None:
+        """A parent run of another sweep with this sweep's name in the experiment (waits for
+        the connection; None also when tracking is off)."""
+        def find() -> Any | None:
+            if self._disabled:
+                return None
+            try:
+                found = find_parent_run(self._client, self._experiment_id, self.sweep)
+            except Exception as e:  # noqa: BLE001 - as any tracking failure: loud, not fatal
+                self._disable(e)
+                return None
+            ours = found is not None and found.data.tags.get(SWEEP_ID_TAG) == self.sweep_id
+            return None if ours else found
+
+        self.connect()
+        return self._writer.submit(find).result()
 
     @property
     def parent_run_id(self) -> str | None:
@@ -289,14 +317,15 @@ class MlflowTrackingCallback(tune.Callback):
     @_guarded
     def _open_parent_run(self) -> None:
         """Open the sweep's parent run, or after a restore reopen it."""
-        found = find_parent_run(self._client, self._experiment_id, self.sweep)
+        found = find_parent_run(self._client, self._experiment_id, self.sweep, self.sweep_id)
         if found:
             self._parent_run_id = found.info.run_id
             _reopen(self._client, found)
             _logger.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
-            run = self._client.create_run(self._experiment_id, run_name=self.sweep,
-                                          tags={SWEEP_TAG: self.sweep})
+            # The driver's code, packages and machine; each trial tags its own run likewise.
+            tags = {SWEEP_TAG: self.sweep, SWEEP_ID_TAG: self.sweep_id, **provenance()}
+            run = self._client.create_run(self._experiment_id, run_name=self.sweep, tags=tags)
             self._parent_run_id = run.info.run_id
             _log_params(self._client, self._parent_run_id, self.sweep_params)
 

@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Ray started in-process by the tests (CI runs them with RAY_AUTH_MODE=disabled) listens on
+# 127.0.0.1 only, as a local sweep's does (sweeps/_loopback.py); set before any test imports Ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GHN_SWEEP_SHARED", REPO.parent / "shared"))
 REFERENCE_DIR = Path(os.environ.get("GHN2_REFERENCE_DIR", SHARED / "ghn2" / "reference"))

@@ -18,6 +18,7 @@ from trainable._config import (
 )
 from trainable._data import prepare_data
 from trainable._loop import CONFIG_KEY, METRICS, TAGS_KEY, fit, train
+from trainable._provenance import provenance
 
 __all__ = [
     "CONFIG_KEY",
@@ -31,6 +32,7 @@ __all__ = [
     "fit",
     "get_recipe",
     "prepare_data",
+    "provenance",
     "run_trial",
     "train",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from ._cache import save_atomic
 from ._config import OptimConfig, TrialConfig
 from ._data import Splits, eval_batches, load_splits, steps_per_epoch, to_input, train_batches
 from ._model import build_model
+from ._provenance import provenance
 from ._step import TrainStep, autocast
 
 _logger = logging.getLogger(__name__)
@@ -41,9 +44,18 @@ Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when present; the one place the device is chosen."""
+    """``auto`` means CUDA when present; the one place the device is chosen. ``cuda`` means
+    CUDA or an error: a trial meant for a GPU never trains on the CPU, 50-100x slower."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise RuntimeError(
+            f"device: 'cuda' was asked for, but CUDA does not work on {platform.node()} "
+            f"(torch.cuda.is_available() is False; torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda or 'none'}; CUDA_VISIBLE_DEVICES={visible}). Fix the node's "
+            "NVIDIA driver or install a CUDA build of torch, or train on CPU (device='cpu'; "
+            "for a sweep, --gpus-per-trial 0).")
     return torch.device(name)
 
 
@@ -57,7 +69,7 @@ def train(
     with the same directory continues after the last checkpointed epoch.
     """
     path = Path(checkpoint_dir) / STATE_FILE if checkpoint_dir else None
-    resume = torch.load(path, map_location="cpu", weights_only=False) if path and path.exists() \
+    resume = torch.load(path, map_location="cpu", weights_only=True) if path and path.exists() \
         else None
 
     def on_epoch(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
@@ -87,9 +99,10 @@ def fit(
     splits = load_splits(cfg.data, device, cfg.seed)
     model, tags = build_model(cfg, splits.num_classes)
     tags["device"] = torch.cuda.get_device_name(device) if cuda else str(device)
+    tags.update(provenance(device))
     # A fresh trial's first report also carries the init diagnostics, string tags (GHN checkpoint
-    # identity) and the resolved flat config for the driver-side tracking; a resumed trial
-    # already sent them.
+    # identity, code, versions, device) and the resolved flat config for the driver-side
+    # tracking; a resumed trial already sent them.
     first: dict[str, Any] = {} if resume else {
         **_init_summary(model), TAGS_KEY: tags, CONFIG_KEY: cfg.to_flat()}
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)

@@ -1,9 +1,10 @@
 """Build a torchvision model and initialise it: random, GHN-predicted (cached per node), pretrained.
 
 GHN prediction depends only on (arch, image size, class count, GHN checkpoint, predict-classifier
-flag), so its result is cached on disk under that key; parameters the GHN did not predict are left
-out of the cache and keep this trial's own seeded initialisation. Post-processing (cheap, seeded)
-runs per trial after loading.
+flag) and on the code that computes it (the sources of ``ghn/``, torch's and torchvision's
+versions), so its result is cached on disk under that key; parameters the GHN did not predict are
+left out of the cache and keep this trial's own seeded initialisation. Post-processing (cheap,
+seeded) runs per trial after loading.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ._cache import cache_key, cached_torch
+from ._cache import cache_key, cached_torch, source_hash
 from ._config import TrialConfig
 
 _logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
 
 def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int) -> dict[str, str]:
     """Load predicted parameters from the node cache, predicting them on a miss."""
+    import ghn
     from ghn import load_ghn, predict_parameters
 
     ghn_net = load_ghn(cfg.ghn)
@@ -64,7 +66,8 @@ def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int) -> dict[str,
     predict_classifier = int(ghn_net.num_classes) == num_classes
     key = cache_key(arch=cfg.arch, image_size=cfg.image_size, small_stem=cfg.use_small_stem,
                     num_classes=num_classes, ghn=ghn_net.checkpoint_id,
-                    predict_classifier=predict_classifier)
+                    predict_classifier=predict_classifier, code=source_hash(ghn),
+                    torch=torch.__version__, torchvision=torchvision.__version__)
 
     def predict() -> dict:
         _logger.info("predicting %s parameters with %s", cfg.arch, ghn_net.checkpoint_id)

@@ -3,11 +3,14 @@
 ``run_trial`` is a function trainable: flat dotted config in, one ``tune.report`` per epoch out,
 with a ``tune.Checkpoint`` on checkpoint epochs. A restored trial picks up ``tune.get_checkpoint()``
 and continues at the next epoch. The checkpoint records the trial id and name, the key by which the
-driver-side tracking callback finds the trial's MLflow run again.
+driver-side tracking callback finds the trial's MLflow run again. Checkpoints come back from shared
+storage, so they are read with ``weights_only=True``: tensors, dicts and primitives, no code.
+A trial that Ray gave a GPU trains on CUDA or fails saying why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,13 +28,17 @@ __all__ = ["run_trial"]
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable; ``config`` is a (partial) ``TrialConfig.to_flat()`` dict."""
     cfg = TrialConfig.from_flat(config)
+    if cfg.device == "auto" and ray.is_initialized() and ray.get_gpu_ids():
+        # Ray gave this trial a GPU (gpus_per_trial > 0): it trains there or fails with the
+        # reason, never on the CPU of a node whose CUDA is broken, 50-100x slower.
+        cfg = dataclasses.replace(cfg, device="cuda")
     ctx = tune.get_context()
     identity = {"trial_id": ctx.get_trial_id(), "trial_name": ctx.get_trial_name()}
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     fit(cfg, report=_report, resume=resume, run_identity=identity, gpu_fraction=_gpu_share())
 
 

@@ -107,7 +107,8 @@ def test_repeats_are_read_as_repeats_and_the_search_leaves_the_parent_open(tmp_p
     search.on_experiment_end([original])
     assert read_mlflow(tracking_uri=uri, experiment="ghn-sweep").in_progress  # repeats to come
 
-    repeats = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
+    repeats = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1",
+                                     sweep_id=search.sweep_id)  # the same sweep's next phase
     repeats.setup()
     again = Trial("t9", arch="resnet18", init="random", seed=1,
                   **{"optim.lr": 0.1, "repeat.of": "t1"})
@@ -122,3 +123,52 @@ def test_repeats_are_read_as_repeats_and_the_search_leaves_the_parent_open(tmp_p
     rows = {r["trial_id"]: r for r in trials_table(sweep).to_pylist()}
     assert (rows["t1"]["repeat_of"], rows["t9"]["repeat_of"], rows["t9"]["seed"]) == (
         None, "t1", 1)
+
+
+def test_report_prints_the_provenance_of_parent_and_trials(tmp_path):
+    import torch
+
+    from analysis import build_report
+    from trainable import provenance
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
+    cb = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
+    cb.setup()
+    trials = [Trial("t1", arch="resnet18", init="random"), Trial("t2", arch="resnet18")]
+    for i, t in enumerate(trials):
+        cb.on_trial_start(0, [], t)
+        tags = {**provenance(torch.device("cpu")), "device.name": f"node-{i} gpu"}
+        cb.on_trial_result(0, [], t, {"epoch": 1.0, "val/acc": 0.3, "training_iteration": 1,
+                                      CONFIG_KEY: t.resolved, TAGS_KEY: tags})
+        cb.on_trial_complete(0, [], t)
+    cb.on_experiment_end([])
+    sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
+    assert sweep.provenance["version.torch"] == torch.__version__  # the driver's
+    assert {t.provenance["device.name"] for t in sweep.trials} == {"node-0 gpu", "node-1 gpu"}
+    text = (build_report(sweep, tmp_path / "out").out / "report.md").read_text()
+    section = text.split("## Provenance", 1)[1].split("\n## ", 1)[0]
+    assert f"| `version.torch` | {torch.__version__} | {torch.__version__} (all) |" in section
+    assert "node-0 gpu (1)" in section and "node-1 gpu (1)" in section  # differing: counted
+    for key in ("code.commit", "version.ray", "version.optuna", "version.mlflow", "device.cuda"):
+        assert f"`{key}`" in section
+
+
+def test_same_named_sweeps_never_mix_and_the_id_chooses(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
+    sweeps = []
+    for trial_id in ("old", "new"):  # e.g. a sweep from before sweep ids, then a new one
+        cb = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
+        cb.setup()
+        t = Trial(trial_id, arch="resnet18", init="random")
+        cb.on_trial_start(0, [], t)
+        _report(cb, t, 1, 0.3)
+        cb.on_trial_complete(0, [], t)
+        cb.on_experiment_end([])
+        sweeps.append(cb)
+    newest = read_mlflow(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
+    assert [t.trial_id for t in newest.trials] == ["new"]
+    assert any(sweeps[0].parent_run_id in note for note in newest.notes)  # says which to pick
+    older = read_mlflow(tracking_uri=uri, experiment="ghn-sweep", sweep=sweeps[0].sweep_id)
+    assert [t.trial_id for t in older.trials] == ["old"]

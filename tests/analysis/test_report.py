@@ -27,7 +27,7 @@ def test_tag_names_are_those_the_sweep_writes():
     tree = ast.parse((REPO / "sweeps" / "tracking.py").read_text())
     consts = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
               for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
-    for name in ("SWEEP_TAG", "TRIAL_ID_TAG", "STOPPED_EARLY_TAG", "DIVERGED_TAG",
+    for name in ("SWEEP_TAG", "SWEEP_ID_TAG", "TRIAL_ID_TAG", "STOPPED_EARLY_TAG", "DIVERGED_TAG",
                  "REPEAT_OF_TAG"):
         assert getattr(_mlflow, name) == consts[name]
 

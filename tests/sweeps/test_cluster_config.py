@@ -56,12 +56,17 @@ def commands(config: dict, *keys: str) -> list[str]:
     return [cmd for key in keys for cmd in config.get(key, [])]
 
 
-def mlflow_server_args(config: dict) -> list[str]:
-    """The argument list of the `mlflow server` started on the head (exactly one)."""
+def mlflow_start(config: dict) -> str:
+    """The head's command that starts `mlflow server` (exactly one)."""
     starts = [c for c in commands(config, "head_setup_commands", "head_start_ray_commands")
               if "mlflow server" in c]
     assert len(starts) == 1, f"expected one `mlflow server` on the head, got {starts}"
-    return shlex.split(starts[0].split("mlflow server", 1)[1].split("'", 1)[0])
+    return starts[0]
+
+
+def mlflow_server_args(config: dict) -> list[str]:
+    """The argument list of the `mlflow server` started on the head."""
+    return shlex.split(re.split(r"[&;']", mlflow_start(config).split("mlflow server", 1)[1])[0])
 
 
 def option(args: list[str], name: str) -> str:
@@ -166,8 +171,7 @@ def test_aws_mlflow_artifacts_go_to_s3_and_its_port_stays_private():
     config = load(AWS_FILE)
     args = mlflow_server_args(config)
     assert option(args, "--artifacts-destination").startswith("s3://")
-    # 0.0.0.0 is safe only because the security group admits the cluster and SSH, nothing else.
-    assert option(args, "--host") in ("0.0.0.0", "127.0.0.1")
+    assert option(args, "--host") == "127.0.0.1"  # the driver runs on the head; nobody else
     for rule in config["provider"].get("security_group", {}).get("IpPermissions", []):
         ranges = rule.get("IpRanges", []) + rule.get("Ipv6Ranges", [])
         assert not any(r.get("CidrIp") == "0.0.0.0/0" or r.get("CidrIpv6") == "::/0"
@@ -178,6 +182,31 @@ def test_local_mlflow_listens_on_loopback():
     args = mlflow_server_args(load(LOCAL_FILE))
     assert option(args, "--host") == "127.0.0.1"
     assert option(args, "--artifacts-destination")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_mlflow_starts_after_ray_and_is_watched_by_the_same_code(path):
+    config = load(path)
+    starts = config["head_start_ray_commands"]
+    ray_start = next(i for i, c in enumerate(starts) if "ray start --head" in c)
+    assert starts.index(mlflow_start(config)) > ray_start  # the watcher needs the GCS running
+    watcher = mlflow_start(config).split("--workers 1", 1)[1]
+    assert watcher == mlflow_start(load(LOCAL_FILE)).split("--workers 1", 1)[1]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_install_steps_are_pinned(path):
+    config = load(path)
+    setup = commands(config, "initialization_commands", "setup_commands", "head_setup_commands",
+                     "worker_setup_commands")
+    for cmd in setup:
+        for url in re.findall(r"https?://\S+(?=\s*\|\s*(?:ba)?sh)", cmd):
+            assert re.search(r"/\d+\.\d+\.\d+/", url), f"unpinned installer: {cmd}"
+        if re.search(r"\bpip install\b", cmd):
+            words = shlex.split(cmd.split("pip install", 1)[1])
+            packages = [w for w in words if not w.startswith(("-", "~", "/"))
+                        and not w.endswith("python")]
+            assert packages and all("==" in w for w in packages), f"unpinned: {cmd}"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -91,6 +91,7 @@ def test_script_answers_help_and_bad_numbers_before_loading_torch(argv, status):
 @pytest.mark.parametrize("existing, resume, message", [
     (True, False, "a sweep named 'noise_vs_lr-smoke' already exists"),
     (False, True, "--resume: there is no sweep to resume"),
+    (True, True, "has no ghn_sweep.json (the sweep's id"),  # started before sweeps had ids
 ])
 def test_script_refuses_to_merge_or_resume_nothing(tmp_path, reference_dir, cifar_jpeg_dir,
                                                    existing, resume, message):
@@ -234,3 +235,28 @@ def test_dry_run_prints_the_paper_recipes_before_ray(tmp_path):
         "resnet50": ("sgd", 0.01, 0.01, 96, 300, 3e-5, 37, 100, 32),
         "convnext_base": ("adamw", 1e-3, 0.1, 48, 300, 3e-5, 94, 100, 32)}
     assert len(plan["baselines"]) == 6 and all(b["device"] == "cuda" for b in plan["baselines"])
+
+
+def test_script_refuses_a_name_another_sweep_has_in_mlflow(tmp_path, reference_dir,
+                                                          cifar_jpeg_dir):
+    """Its Ray results are gone (or elsewhere), its MLflow parent run is not: a fresh sweep of
+    that name would mix with it, so it is refused before Ray starts."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import SWEEP_ID_TAG, SWEEP_TAG
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp_id = client.create_experiment("ghn-sweep")
+    old = client.create_run(exp_id, run_name="noise_vs_lr-smoke",
+                            tags={SWEEP_TAG: "noise_vs_lr-smoke", SWEEP_ID_TAG: "old-id"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--storage",
+         str(tmp_path / "ray"), "--dataset", str(cifar_jpeg_dir),
+         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "already holds a sweep named 'noise_vs_lr-smoke'" in proc.stderr
+    assert old.info.run_id in proc.stderr and "--name NEW_NAME" in proc.stderr
+    assert not (tmp_path / "ray").exists()  # no Ray experiment, no sweep id written
+    assert len(client.search_runs([exp_id])) == 1  # and no second parent run

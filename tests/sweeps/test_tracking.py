@@ -11,9 +11,11 @@ from sweeps.tracking import (
     DIVERGED_TAG,
     INTERRUPTED_TAG,
     STOPPED_EARLY_TAG,
+    SWEEP_ID_TAG,
     SWEEP_TAG,
     TRIAL_ID_TAG,
     MlflowTrackingCallback,
+    find_parent_run,
 )
 from trainable import CONFIG_KEY, TAGS_KEY, TrialConfig
 
@@ -251,7 +253,9 @@ def test_runs_of_trials_a_killed_driver_never_recorded_are_closed(uri):
     first = _callback(uri)
     lost = FakeTrial("lost1", {"arch": "resnet18"})
     first.on_trial_start(0, [], lost)  # then the driver dies: no end hook runs
-    resumed = _callback(uri)
+    first.flush()
+    resumed = pickle.loads(pickle.dumps(first))  # the callback Tuner.restore hands back
+    resumed.setup()
     kept = FakeTrial("kept1", {"arch": "resnet18", "optim.epochs": 1})
     _play(resumed, kept, epochs=[1])
     resumed.on_experiment_end([])
@@ -263,3 +267,49 @@ def test_runs_of_trials_a_killed_driver_never_recorded_are_closed(uri):
     assert "ghn_sweep.orphaned" in runs["lost1"].data.tags
     assert runs["kept1"].info.status == "FINISHED"
     assert "ghn_sweep.orphaned" not in runs["kept1"].data.tags
+
+
+def test_a_sweep_with_another_sweeps_name_never_reopens_its_parent(uri):
+    """After ray_results/ was deleted (or with another --storage) a fresh sweep of the same name
+    is another sweep: it sees the clash, and its runs never mix with the first one's."""
+    first = _callback(uri)
+    _play(first, FakeTrial("a1", {"optim.epochs": 1}), [1])
+    first.on_experiment_end([])
+    second = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s1")
+    clash = second.other_parent_run()  # what the sweep checks before Ray starts (exit 2)
+    assert clash is not None and clash.info.run_id == first.parent_run_id
+    assert first.other_parent_run() is None  # its own parent is no clash
+    second.setup()
+    _play(second, FakeTrial("b1", {"optim.epochs": 1}), [1])
+    assert second.parent_run_id != first.parent_run_id
+    client = MlflowClient(uri)
+    assert client.get_run(second.parent_run_id).data.tags[SWEEP_ID_TAG] == second.sweep_id
+    by_parent = {r.data.tags[TRIAL_ID_TAG]: r.data.tags["mlflow.parentRunId"]
+                 for r in _children(uri)}
+    assert by_parent == {"a1": first.parent_run_id, "b1": second.parent_run_id}
+
+
+def test_a_resumed_sweep_reopens_its_own_parent_not_the_newest_of_its_name(uri):
+    first = _callback(uri)
+    first.on_experiment_end([])
+    newer = _callback(uri)  # a later sweep with the same name (its id differs)
+    newer.on_experiment_end([])
+    restored = pickle.loads(pickle.dumps(first))  # the id travels with Tune's saved state
+    restored.setup()
+    assert restored.parent_run_id == first.parent_run_id != newer.parent_run_id
+    exp_id = MlflowClient(uri).get_experiment_by_name("exp").experiment_id
+    newest = find_parent_run(MlflowClient(uri), exp_id, "s1")
+    assert newest.info.run_id == newer.parent_run_id  # without an id: the newest by name
+    found = find_parent_run(MlflowClient(uri), exp_id, "s1", first.sweep_id)
+    assert found.info.run_id == first.parent_run_id
+
+
+def test_parent_run_carries_the_drivers_provenance(uri):
+    import torch
+
+    cb = _callback(uri)
+    tags = MlflowClient(uri).get_run(cb.parent_run_id).data.tags
+    assert tags["version.torch"] == torch.__version__
+    for key in ("version.torchvision", "version.ray", "version.optuna", "version.mlflow",
+                "code.commit", "code.sources", "code.version", "device.name", "device.cuda"):
+        assert tags.get(key), key

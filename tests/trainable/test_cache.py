@@ -1,0 +1,117 @@
+"""The node cache: safe loading, recomputation of unreadable entries, durable writes, keys."""
+
+import importlib.util
+import logging
+import os
+import sys
+
+import torch
+
+from trainable import _cache, _model
+from trainable._cache import cached_torch, save_atomic, source_hash
+from trainable._config import TrialConfig
+
+
+def _entry_path(kind, key):
+    return _cache.cache_dir() / kind / f"{key}.pt"
+
+
+def _counting(value):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return value
+
+    return calls, compute
+
+
+def test_corrupt_entry_is_logged_removed_and_recomputed(caplog):
+    calls, compute = _counting({"x": torch.arange(3)})
+    path = _entry_path("test-corrupt", "k1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a torch file, e.g. cut short by a full disk")
+    with caplog.at_level(logging.WARNING, logger="trainable._cache"):
+        got = cached_torch("test-corrupt", "k1", compute)
+    assert torch.equal(got["x"], torch.arange(3)) and calls == [1]
+    assert "unreadable" in caplog.text and str(path) in caplog.text
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(3))  # rewritten
+    cached_torch("test-corrupt", "k1", compute)
+    assert calls == [1]  # the good entry is now a hit
+
+
+class Planted:
+    """A pickled object whose loading would run code (here: create a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_entry_that_would_run_code_is_refused_not_run(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = _entry_path("test-planted", "k2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": Planted(str(marker))}, path)
+    calls, compute = _counting({"state": {}})
+    assert cached_torch("test-planted", "k2", compute) == {"state": {}}
+    assert calls == [1] and not marker.exists()
+
+
+def test_save_atomic_fsyncs_file_before_rename_and_directory_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", "dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_atomic({"w": torch.ones(2)}, tmp_path / "entry.pt")
+    assert events == [("fsync", "file"), ("replace", "entry.pt"), ("fsync", "dir")]
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.pt"]  # no temp file left
+
+
+def test_source_hash_changes_with_the_code(tmp_path):
+    pkg = tmp_path / "fakepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("X = 1\n")
+
+    def load():
+        spec = importlib.util.spec_from_file_location("fakepkg", pkg / "__init__.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules.pop("fakepkg", None)
+        spec.loader.exec_module(module)
+        return module
+
+    before = source_hash(load())
+    assert source_hash(load()) == before
+    (pkg / "_sub.py").write_text("Y = 2\n")
+    assert source_hash(load()) != before
+
+
+def test_prediction_key_changes_with_ghn_code_and_torchvision(reference_dir, monkeypatch):
+    import torchvision
+
+    keys = []
+
+    def record(kind, key, compute):
+        keys.append(key)
+        return compute()
+
+    monkeypatch.setattr(_model, "cached_torch", record)
+    cfg = TrialConfig.from_flat({"arch": "resnet18", "init": "ghn", "device": "cpu",
+                                 "ghn": str(reference_dir / "ghn2_random_cifar10_seed0.pt")})
+    _model.build_model(cfg, num_classes=10)
+    monkeypatch.setattr(torchvision, "__version__", "0.0.0-other")
+    _model.build_model(cfg, num_classes=10)
+    monkeypatch.setattr(_model, "source_hash", lambda package: "edited-ghn-code")
+    _model.build_model(cfg, num_classes=10)
+    assert len(set(keys)) == 3, keys
