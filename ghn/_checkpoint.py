@@ -25,8 +25,9 @@ CHECKPOINT_URLS = {
 # What ppuda assumes for keys a checkpoint's config leaves out; only GHN-2's values are accepted.
 _CONFIG_DEFAULTS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": False, "ve": False,
                     "layernorm": False, "hid": 32}
-_GHN2_SETTINGS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": True, "ve": True,
-                  "layernorm": True, "hid": 32}
+# The hidden size is free (GHN-2 is published with 32; `python -m ghn train --hid` picks others).
+GHN2_SETTINGS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": True, "ve": True,
+                 "layernorm": True}
 
 
 def cache_dir() -> Path:
@@ -101,10 +102,10 @@ def _check_config(ckpt, path: Path) -> GHN2Config:
         raise ValueError(f"{path} is not a GHN checkpoint: expected a dict with 'state_dict' "
                          "and 'config'")
     config = {**_CONFIG_DEFAULTS, **ckpt["config"]}
-    wrong = {k: config[k] for k, v in _GHN2_SETTINGS.items() if config[k] != v}
+    wrong = {k: config[k] for k, v in GHN2_SETTINGS.items() if config[k] != v}
     if wrong:
         raise ValueError(f"{path} is not a GHN-2 checkpoint: config has {wrong}, "
-                         f"GHN-2 needs {dict((k, _GHN2_SETTINGS[k]) for k in wrong)}")
+                         f"GHN-2 needs {dict((k, GHN2_SETTINGS[k]) for k in wrong)}")
     try:
         return GHN2Config(max_shape=tuple(int(d) for d in config["max_shape"]),
                           num_classes=int(config["num_classes"]), hid=int(config["hid"]))
