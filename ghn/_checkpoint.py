@@ -82,6 +82,8 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # a damaged file, not one of unsafe types
+            raise ValueError(f"{path} is not a readable torch checkpoint: {e!r}") from e
         raise ValueError(
             f"{path} needs arbitrary unpickling to load, which is refused for safety: a GHN-2 "
             f"checkpoint holds only tensors, numbers and strings ({str(e).splitlines()[0]})"

@@ -99,6 +99,10 @@ def test_checkpoint_round_trips_through_load_ghn(tmp_path):
     b = predict_parameters(build(trainer.sampler.held_out[0], 2), trainer.ghn,
                            input_size=8).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    cut = tmp_path / "cut.pt"  # a run killed mid-copy elsewhere: half a file
+    cut.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    with pytest.raises(ValueError, match="cut.pt is not a readable torch checkpoint"):
+        load_ghn(cut)
 
 
 class _Killed(Exception):
@@ -178,3 +182,48 @@ def test_bad_train_config_names_the_field():
         TrainConfig(meta_batch=0)
     with pytest.raises(ValueError, match="families must be some of"):
         TrainConfig(families=("transformer",))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """Decoded datasets go to a temp dir, not the user cache."""
+    monkeypatch.setenv("GHN_SWEEP_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+TINY_FLAGS = ["--hid", "8", "--max-shape", "32,32,3,3", "--image-size", "8", "--meta-batch", "1",
+              "--batch-size", "8", "--held-out", "2", "--families", "resnet",
+              "--train-per-class", "10", "--log-every", "1"]
+
+
+def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys):
+    from ghn.__main__ import main
+
+    out = cache / "g.pt"
+    data = ["--data", str(cifar_jpeg_dir), "--classes", "cat,dog"]
+    assert main(["train", *data, "--steps", "1", "--out", str(out), *TINY_FLAGS]) == 0
+    assert main(["train", *data, "--steps", "1", "--out", str(out), *TINY_FLAGS]) == 2
+    assert "exists: pass --resume" in capsys.readouterr().err
+    assert main(["train", *data, "--steps", "2", "--out", str(out), *TINY_FLAGS,
+                 "--resume"]) == 2  # another step count is another schedule
+    assert "other settings" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--data", str(cifar_jpeg_dir), "--test-per-class",
+                 "10"]) == 0
+    table = capsys.readouterr().out
+    assert "20 test images, 2 classes, 8x8" in table and "chance" in table
+    assert table.count("resnet:") == 2  # the two held-out architectures, by name
+
+
+def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
+    from ghn.__main__ import main
+
+    out = str(cache / "g.pt")
+    assert main(["train", "--data", str(cifar_jpeg_dir), "--classes", "cat,dgo", "--steps", "1",
+                 "--out", out, *TINY_FLAGS]) == 2
+    assert "no class 'dgo' (did you mean 'dog'?); known classes" in capsys.readouterr().err
+    (cache / "g.pt").write_bytes(b"not a checkpoint")
+    assert main(["evaluate", out, "--data", str(cifar_jpeg_dir)]) == 2
+    assert "not a readable torch checkpoint" in capsys.readouterr().err
+    assert main(["train", "--data", str(cifar_jpeg_dir), "--steps", "1", "--out", out,
+                 "--resume", *TINY_FLAGS]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
