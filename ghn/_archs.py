@@ -60,9 +60,9 @@ def sample_spec(family: str, rng: random.Random) -> ArchSpec:
     if family not in FAMILIES:
         raise ValueError(f"unknown architecture family {family!r}; known: {', '.join(FAMILIES)}")
     if family == "darts":
-        n_nodes = rng.randint(2, 4)
+        n_nodes = rng.randint(2, 3)
         cells = tuple(_sample_cell(n_nodes, rng) for _ in range(2))  # (normal, reduction)
-        c = {"C": rng.choice((8, 12, 16)), "layers": rng.randint(2, 5), "nodes": n_nodes,
+        c = {"C": rng.choice((8, 12, 16)), "layers": rng.randint(2, 4), "nodes": n_nodes,
              "norm": rng.choice(("bn", "bn", "none")), "normal": cells[0], "reduce": cells[1]}
     elif family == "resnet":
         stages = rng.randint(2, 3)

@@ -234,6 +234,19 @@ def predicted_blocks(
     return blocks
 
 
+def predicted_names(graph: Graph, model: nn.Module, *, predict_classifier: bool = True
+                    ) -> set[str]:
+    """The parameter names `predicted_blocks` returns, without computing anything."""
+    params = dict(model.named_parameters())
+    names = set()
+    for t in _targets(graph, model, params, predict_classifier):
+        names.add(t.name)
+        bias_name = t.name.rsplit(".", 1)[0] + ".bias"
+        if t.role == "norm" and bias_name in params:
+            names.add(bias_name)
+    return names
+
+
 def predict_tensors(
     ghn: GHN2, graph: Graph, model: nn.Module, *, predict_classifier: bool = True
 ) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from ghn._archs import FAMILIES, ArchSampler, ArchSpec, build
 from ghn._checkpoint import GHN2_SETTINGS, load_ghn
 from ghn._graph import Graph, build_graph
 from ghn._model import GHN2, GHN2Config
-from ghn._predict import predict_tensors
+from ghn._predict import predict_tensors, predicted_names
 
 log = logging.getLogger(__name__)
 PAD = 4  # random-crop padding, as the trials' augmentation
@@ -85,7 +85,7 @@ class TrainImages:
         return len(self.classes) or int(self.y.max()) + 1
 
 
-def prepare_arch(model: nn.Module, ghn: GHN2, image_size: int, name: str) -> Graph:
+def prepare_arch(model: nn.Module, image_size: int, name: str) -> Graph:
     """The graph of a training architecture; refuses one the GHN cannot predict entirely (a
     parameter it never sees would train nothing and silently keep its random init)."""
     try:
@@ -93,8 +93,7 @@ def prepare_arch(model: nn.Module, ghn: GHN2, image_size: int, name: str) -> Gra
     except ValueError as e:
         raise ValueError(f"architecture {name}: the GHN's graph builder cannot handle it: {e}")\
             from e
-    with torch.no_grad():
-        predicted = predict_tensors(ghn, graph, model)
+    predicted = predicted_names(graph, model)
     missing = [n for n, _ in model.named_parameters() if n not in predicted]
     if missing:
         raise ValueError(f"architecture {name}: GHN-2 cannot predict {', '.join(missing)} "
@@ -167,7 +166,7 @@ class Trainer:
             self._models.move_to_end(spec)
             return self._models[spec]
         model = build(spec, self.num_classes)
-        graph = prepare_arch(model, self.ghn, self.cfg.image_size, spec.name)
+        graph = prepare_arch(model, self.cfg.image_size, spec.name)
         model.to(self.device)
         self._models[spec] = (model, graph)
         if len(self._models) > _MODEL_CACHE:
