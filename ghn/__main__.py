@@ -134,8 +134,11 @@ def _train(args: argparse.Namespace) -> int:
         last = train(trainer, out, on_log=on_log, on_checkpoint=on_ckpt)
     finally:
         finish()
-    print(f"done: {trainer.step_count} steps, last loss {last.get('loss', float('nan')):.4f}, "
-          f"acc {last.get('acc', float('nan')):.3f}; checkpoint {out}")
+    if last:
+        print(f"done: {trainer.step_count} steps, last loss {last['loss']:.4f}, "
+              f"acc {last['acc']:.3f}; checkpoint {out}")
+    else:
+        print(f"{out} is already at step {trainer.step_count}/{cfg.steps}: nothing to do")
     return 0
 
 

@@ -215,6 +215,8 @@ class Trainer:
         now = dataclasses.asdict(self.cfg)
         diff = {k: (_plain(saved.get(k)), _plain(v)) for k, v in now.items()
                 if _plain(saved.get(k)) != _plain(v)}
+        if list(ckpt.get("classes", [])) != list(self.images.classes):
+            diff["classes"] = (ckpt.get("classes"), self.images.classes)
         if diff:
             raise ValueError(f"cannot resume: the run was started with other settings "
                              f"(saved, now): {diff}")

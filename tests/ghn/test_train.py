@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 
 import pytest
 import torch
@@ -131,6 +133,10 @@ def test_resume_continues_at_the_right_step_bit_for_bit(tmp_path):
     with pytest.raises(ValueError, match=r"other settings .*'lr': \(0\.001, 0\.002\)"):
         Trainer(TrainConfig(**{**TINY, "steps": 4, "checkpoint_every": 2, "lr": 2e-3}),
                 _images()).restore(torch.load(out, weights_only=True))
+    other = _images()
+    other.classes = ["black", "white"]
+    with pytest.raises(ValueError, match=r"'classes': \(\['dark', 'bright'\], \['black'"):
+        Trainer(cfg, other).restore(torch.load(out, weights_only=True))
 
 
 def test_held_out_architectures_are_fixed_by_seed_and_never_trained_on():
@@ -194,12 +200,16 @@ TINY_FLAGS = ["--hid", "8", "--max-shape", "32,32,3,3", "--image-size", "8", "--
               "--train-per-class", "10", "--log-every", "1"]
 
 
-def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys):
+def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog):
     from ghn.__main__ import main
+
+    caplog.set_level(logging.INFO, logger="ghn._train")
 
     out = cache / "g.pt"
     data = ["--data", str(cifar_jpeg_dir), "--classes", "cat,dog"]
     assert main(["train", *data, "--steps", "1", "--out", str(out), *TINY_FLAGS]) == 0
+    assert re.search(r"step 1/1 loss [\d.]+ acc [\d.]+ lr \S+ [\d.]+ steps/s ETA 0:00:00",
+                     caplog.text), caplog.text
     assert main(["train", *data, "--steps", "1", "--out", str(out), *TINY_FLAGS]) == 2
     assert "exists: pass --resume" in capsys.readouterr().err
     assert main(["train", *data, "--steps", "2", "--out", str(out), *TINY_FLAGS,
