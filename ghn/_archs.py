@@ -17,6 +17,7 @@ always uses batch statistics (no running buffers), as ppuda trains and evaluates
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ class ArchSpec:
 
 
 def _short(v: object) -> str:
+    """Depths as 1-2-1; a cell's genotype as 8 hex digits of its hash (names stay readable)."""
+    if isinstance(v, tuple) and v and isinstance(v[0], tuple):
+        return hashlib.sha1(repr(v).encode()).hexdigest()[:8]
     if isinstance(v, tuple):
         return "-".join(_short(x) for x in v)
     return str(v)
