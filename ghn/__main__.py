@@ -119,6 +119,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--resume: {out} does not exist; run without --resume to start")
     if out.exists() and not args.resume:
         raise ValueError(f"{out} exists: pass --resume to continue that run, or another --out")
+    if args.num_workers > 1:
+        return _train_on_ray(args, cfg, out)
     x, y, mean, std, names = _load_images(args.data, _classes(args.classes), "train",
                                           args.train_per_class)
     trainer = Trainer(cfg, TrainImages(x, y, mean, std, names), init=args.init,
@@ -139,6 +141,20 @@ def _train(args: argparse.Namespace) -> int:
               f"acc {last['acc']:.3f}; checkpoint {out}")
     else:
         print(f"{out} is already at step {trainer.step_count}/{cfg.steps}: nothing to do")
+    return 0
+
+
+def _train_on_ray(args: argparse.Namespace, cfg, out: Path) -> int:
+    from ghn._distributed import train_on_ray
+
+    if args.tracking_uri:
+        raise ValueError("--tracking-uri is not supported with --num-workers > 1 yet")
+    _load_images(args.data, _classes(args.classes), "train", args.train_per_class)  # fail early
+    train_on_ray({"train_config": dataclasses.asdict(cfg), "data": args.data,
+                  "classes": list(_classes(args.classes)), "train_per_class": args.train_per_class,
+                  "out": str(out.resolve()), "init": args.init, "resume": args.resume},
+                 num_workers=args.num_workers, use_gpu=args.use_gpu)
+    print(f"done: {cfg.steps} steps on {args.num_workers} Ray Train workers; checkpoint {out}")
     return 0
 
 
@@ -235,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--init", help="start from this GHN checkpoint (fine-tune a GHN)")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     t.add_argument("--device", default="cpu")
+    t.add_argument("--num-workers", type=int, default=1,
+                   help="> 1: data-parallel through Ray Train (gloo on CPU, NCCL on GPUs)")
+    t.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
     t.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db")
     t.add_argument("--experiment", default="ghn-train")
     _add_config_flags(t)

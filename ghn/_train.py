@@ -127,8 +127,14 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.steps)
         self.sampler = ArchSampler(cfg.families, held_out=cfg.held_out,
                                    held_out_seed=cfg.held_out_seed)
-        self.arch_rng = random.Random(cfg.seed)
-        self.data_gen = torch.Generator(self.device).manual_seed(cfg.seed)
+        # Data-parallel (a torch.distributed group, e.g. under Ray Train): every worker starts
+        # from the same GHN, draws its own architectures and images, and applies the mean
+        # gradient, so the GHNs stay identical; one worker is the plain single-process run.
+        dist = torch.distributed
+        self.rank, self.world = ((dist.get_rank(), dist.get_world_size())
+                                 if dist.is_available() and dist.is_initialized() else (0, 1))
+        self.arch_rng = random.Random(cfg.seed + 1_000_003 * self.rank)
+        self.data_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1_000_003 * self.rank)
         self.images = _padded(images, self.device)
         self.step_count = 0
         self.meta: dict[str, Any] = {}  # the caller's own entries (data, tracking run id)
@@ -150,6 +156,12 @@ class Trainer:
             (loss / len(specs)).backward()  # one backward per net: the memory of one at a time
             loss_sum += loss.item()
             correct += (logits.argmax(1) == y).float().mean().item()
+        if self.world > 1:
+            for p in self.ghn.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= self.world
         if self.cfg.grad_clip:
             grad_norm = float(nn.utils.clip_grad_norm_(self.ghn.parameters(), self.cfg.grad_clip))
         else:
@@ -202,8 +214,7 @@ class Trainer:
             "meta": dict(self.meta),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
-            "rng": {"arch": self.arch_rng.getstate(), "data": self.data_gen.get_state(),
-                    "torch": torch.get_rng_state()},
+            "rng": self._rng_states(),
         }
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -223,12 +234,26 @@ class Trainer:
         self.ghn.load_state_dict(ckpt["state_dict"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
-        rng = ckpt["rng"]
+        rngs = ckpt["rng"]
+        if len(rngs) != self.world:
+            raise ValueError(f"cannot resume: the run used {len(rngs)} workers, now {self.world}")
+        rng = rngs[self.rank]
         self.arch_rng.setstate(_as_tuple(rng["arch"]))
         self.data_gen.set_state(rng["data"])
         torch.set_rng_state(rng["torch"])
         self.step_count = int(ckpt["step"])
         self.meta = dict(ckpt.get("meta", {}))
+
+
+    def _rng_states(self) -> list[dict[str, Any]]:
+        """Every worker's RNG states, in rank order (a collective call when data-parallel)."""
+        own = {"arch": self.arch_rng.getstate(), "data": self.data_gen.get_state().cpu(),
+               "torch": torch.get_rng_state()}
+        if self.world == 1:
+            return [own]
+        states: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(states, own)
+        return states
 
 
 def _plain(v: Any) -> Any:
@@ -293,15 +318,18 @@ def train(trainer: Trainer, out: Path, *,
             means = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
             rate = (s - start) / (time.perf_counter() - t0)
             means["steps_per_s"] = rate
-            log.info("step %d/%d loss %.4f acc %.3f lr %.2e %.2f steps/s ETA %s", s, cfg.steps,
+            if trainer.rank == 0:
+                log.info("step %d/%d loss %.4f acc %.3f lr %.2e %.2f steps/s ETA %s", s, cfg.steps,
                      means["loss"], means["acc"], means["lr"], rate,
                      _eta((cfg.steps - s) / rate))
-            if on_log:
+            if on_log and trainer.rank == 0:
                 on_log(s, means)
             window = []
         if s % cfg.checkpoint_every == 0 or s == cfg.steps:
-            save_atomic(trainer.checkpoint(), out)
-            if on_checkpoint:
+            ckpt = trainer.checkpoint()  # collective: every worker takes part
+            if trainer.rank == 0:
+                save_atomic(ckpt, out)
+            if on_checkpoint and trainer.rank == 0:
                 on_checkpoint(out)
     return means
 

@@ -235,3 +235,19 @@ def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
     assert main(["train", "--data", str(cifar_jpeg_dir), "--steps", "1", "--out", out,
                  "--resume", *TINY_FLAGS]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_ray_train_workers_stay_identical(cifar_jpeg_dir, cache, monkeypatch):
+    """Two CPU workers (gloo) draw different architectures and images; after the averaged
+    updates their GHNs must agree exactly (``check_identical`` fails the run otherwise)."""
+    from ghn.__main__ import main
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    out = cache / "ddp.pt"
+    assert main(["train", "--data", str(cifar_jpeg_dir), "--classes", "cat,dog", "--steps", "3",
+                 "--out", str(out), "--num-workers", "2", *TINY_FLAGS]) == 0
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
+    assert ckpt["rng"][0]["arch"] != ckpt["rng"][1]["arch"]  # the workers drew differently
+    assert load_ghn(out).num_classes == 2
