@@ -9,7 +9,7 @@ from ghn._adjust import adjust_for_small_images
 from ghn._checkpoint import CHECKPOINT_URLS, cache_dir, load_ghn, resolve_checkpoint
 from ghn._graph import PRIMITIVES, Graph, build_graph
 from ghn._model import GHN2, GHN2Config
-from ghn._predict import Prediction, embed_nodes, predict_parameters
+from ghn._predict import Prediction, embed_nodes, predict_parameters, predict_tensors
 
 __all__ = [
     "CHECKPOINT_URLS",
@@ -24,5 +24,6 @@ __all__ = [
     "embed_nodes",
     "load_ghn",
     "predict_parameters",
+    "predict_tensors",
     "resolve_checkpoint",
 ]

@@ -25,8 +25,9 @@ CHECKPOINT_URLS = {
 # What ppuda assumes for keys a checkpoint's config leaves out; only GHN-2's values are accepted.
 _CONFIG_DEFAULTS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": False, "ve": False,
                     "layernorm": False, "hid": 32}
-_GHN2_SETTINGS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": True, "ve": True,
-                  "layernorm": True, "hid": 32}
+# The hidden size is free (GHN-2 is published with 32; `python -m ghn train --hid` picks others).
+GHN2_SETTINGS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": True, "ve": True,
+                 "layernorm": True}
 
 
 def cache_dir() -> Path:
@@ -81,6 +82,8 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # a damaged file, not one of unsafe types
+            raise ValueError(f"{path} is not a readable torch checkpoint: {e!r}") from e
         raise ValueError(
             f"{path} needs arbitrary unpickling to load, which is refused for safety: a GHN-2 "
             f"checkpoint holds only tensors, numbers and strings ({str(e).splitlines()[0]})"
@@ -101,10 +104,10 @@ def _check_config(ckpt, path: Path) -> GHN2Config:
         raise ValueError(f"{path} is not a GHN checkpoint: expected a dict with 'state_dict' "
                          "and 'config'")
     config = {**_CONFIG_DEFAULTS, **ckpt["config"]}
-    wrong = {k: config[k] for k, v in _GHN2_SETTINGS.items() if config[k] != v}
+    wrong = {k: config[k] for k, v in GHN2_SETTINGS.items() if config[k] != v}
     if wrong:
         raise ValueError(f"{path} is not a GHN-2 checkpoint: config has {wrong}, "
-                         f"GHN-2 needs {dict((k, _GHN2_SETTINGS[k]) for k in wrong)}")
+                         f"GHN-2 needs {dict((k, GHN2_SETTINGS[k]) for k in wrong)}")
     try:
         return GHN2Config(max_shape=tuple(int(d) for d in config["max_shape"]),
                           num_classes=int(config["num_classes"]), hid=int(config["hid"]))

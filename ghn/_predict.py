@@ -66,9 +66,12 @@ def predict_parameters(
     if isinstance(input_size, int):
         input_size = (3, input_size, input_size)
     graph = cached_graph(ghn, model, tuple(input_size or default_input_size(model)))
+    params = dict(model.named_parameters())
     with torch.no_grad():
-        y = embed_nodes(ghn, graph)
-        predicted = _decode_into(ghn, graph, y, model, predict_classifier)
+        blocks = predicted_blocks(ghn, graph, model, predict_classifier=predict_classifier)
+        for name, block in blocks.items():
+            _tile_into(params[name], block)
+    predicted = set(blocks)
     if bn_train:
         for m in model.modules():
             if type(m) is nn.BatchNorm2d:
@@ -159,8 +162,11 @@ def _propagate(ghn: GHN2, schedule, h: torch.Tensor) -> torch.Tensor:
         table = torch.zeros(n, 2 * hid, dtype=h.dtype, device=h.device)
         flat = table.view(2 * n, hid)
         for step in steps:
-            m = step.coef.to(h.device) @ flat
-            h_new = torch.gru_cell(m, h[step.nodes], gru.weight_ih, gru.weight_hh,
+            m = step.coef.to(h) @ flat
+            h_old = h[step.nodes]
+            if h_old.requires_grad:  # the GRU saves its input, which the next line overwrites
+                h_old = h_old.clone()
+            h_new = torch.gru_cell(m, h_old, gru.weight_ih, gru.weight_hh,
                                    gru.bias_ih, gru.bias_hh)
             h[step.nodes] = h_new
             table[step.nodes] = torch.addmm(b2, torch.addmm(b1, h_new, w1).relu_(), w2).relu_()
@@ -202,38 +208,66 @@ def _targets(graph: Graph, model: nn.Module, params: dict, predict_classifier: b
     return targets
 
 
-def _decode_into(ghn, graph, y, model, predict_classifier) -> set[str]:
+def predicted_blocks(
+    ghn: GHN2, graph: Graph, model: nn.Module, *, predict_classifier: bool = True
+) -> dict[str, torch.Tensor]:
+    """Parameter name -> the GHN's block for it, before periodic tiling (differentiable).
+
+    The one computation behind both paths: inference tiles each block into the parameter's
+    storage (`predict_parameters`), training tiles it out of place (`predict_tensors`); tiling
+    only copies values, so a trained GHN predicts exactly the tensors it was trained with.
+    """
     params = dict(model.named_parameters())
     targets = _targets(graph, model, params, predict_classifier)
-    written: set[str] = set()
+    y = embed_nodes(ghn, graph)
+    blocks: dict[str, torch.Tensor] = {}
     one_d = [t for t in targets if t.role in ("bias", "norm", "classifier_bias")]
     if one_d:
         nodes = torch.tensor([t.node for t in one_d], device=y.device)
         v = ghn.decoder_1d.fc(y[nodes])
         k = ghn.max_channels
         for t, row in zip(one_d, v):
-            written |= _write_1d(ghn, t, row[:k], row[k:], params, model)
+            blocks.update(_blocks_1d(ghn, t, row[:k], row[k:], params))
     weights = [t for t in targets if t.role in ("weight", "classifier_weight")]
     for t, block in _decode_weights(ghn, y, weights, params):
-        _tile_into(params[t.name], block)
-        written.add(t.name)
-    return written
+        blocks[t.name] = block
+    return blocks
 
 
-def _write_1d(ghn, t: _Target, v0, v1, params, model) -> set[str]:
+def predicted_names(graph: Graph, model: nn.Module, *, predict_classifier: bool = True
+                    ) -> set[str]:
+    """The parameter names `predicted_blocks` returns, without computing anything."""
+    params = dict(model.named_parameters())
+    names = set()
+    for t in _targets(graph, model, params, predict_classifier):
+        names.add(t.name)
+        bias_name = t.name.rsplit(".", 1)[0] + ".bias"
+        if t.role == "norm" and bias_name in params:
+            names.add(bias_name)
+    return names
+
+
+def predict_tensors(
+    ghn: GHN2, graph: Graph, model: nn.Module, *, predict_classifier: bool = True
+) -> dict[str, torch.Tensor]:
+    """Parameter name -> predicted tensor of the parameter's shape, differentiable in the GHN's
+    parameters: the input of `torch.func.functional_call(model, tensors, x)` in training."""
+    params = dict(model.named_parameters())
+    blocks = predicted_blocks(ghn, graph, model, predict_classifier=predict_classifier)
+    return {name: _tile(block, params[name].shape) for name, block in blocks.items()}
+
+
+def _blocks_1d(ghn, t: _Target, v0, v1, params) -> dict[str, torch.Tensor]:
     if t.role == "classifier_bias":
         b = ghn.bias_class(v1)  # bias_class is ReLU then Linear: B[1] of SPEC §5
-        _tile_into(params[t.name], torch.tanh(b / 5))
-        return {t.name}
+        return {t.name: torch.tanh(b / 5)}
     if t.role == "bias":
-        _tile_into(params[t.name], torch.tanh(v1 / 5))
-        return {t.name}
-    _tile_into(params[t.name], 2 * torch.sigmoid(v0 / 2))
+        return {t.name: torch.tanh(v1 / 5)}
+    out = {t.name: 2 * torch.sigmoid(v0 / 2)}
     bias_name = t.name.rsplit(".", 1)[0] + ".bias"
     if bias_name in params:
-        _tile_into(params[bias_name], torch.tanh(v1 / 5))
-        return {t.name, bias_name}
-    return {t.name}
+        out[bias_name] = torch.tanh(v1 / 5)
+    return out
 
 
 def _decode_weights(ghn, y, targets, params):
@@ -289,6 +323,14 @@ def _spatial_tile(block: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def _gain(shape: torch.Size) -> float:
     """beta of SPEC §6: 1 for depthwise and 1 x k kernels, else 2 (He initialisation)."""
     return 1.0 if len(shape) == 4 and (shape[1] == 1 or shape[2] < shape[3]) else 2.0
+
+
+def _tile(block: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """out[i, j, ...] = block[i mod b0, j mod b1, ...]: `_tile_into`'s values, out of place."""
+    if tuple(shape) == tuple(block.shape):
+        return block
+    reps = [math.ceil(t / b) for t, b in zip(shape, block.shape)]
+    return block.repeat(reps)[tuple(slice(0, t) for t in shape)]
 
 
 def _tile_into(param: torch.Tensor, block: torch.Tensor) -> None:

@@ -50,9 +50,20 @@ class DataConfig:
     val_per_class: int = 50  # held-out validation images per class, taken from the train part
     test_per_class: int | None = None  # None: the full test split
     split_seed: int = 0  # fixes the validation and test images; the shots are drawn by `seed`
+    # Class names or indices (of the dataset's sorted class list) to keep, relabelled 0..k-1 in
+    # this order; empty: all. E.g. a GHN trained on 5 classes, fine-tuned on the other 5.
+    classes: tuple[str | int, ...] = ()
 
     def __post_init__(self) -> None:
         _check(bool(self.dataset), "data.dataset", self.dataset, "must be non-empty")
+        _check(isinstance(self.classes, tuple), "data.classes", self.classes, "must be a tuple")
+        for c in self.classes:
+            ok = isinstance(c, str) and bool(c) or (
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0)
+            _check(ok, "data.classes", self.classes,
+                   "entries must be class names or indices >= 0")
+        _check(len(set(self.classes)) == len(self.classes), "data.classes", self.classes,
+               "has duplicates")
         shots = self.n_shots
         _check(shots is None or shots >= 1, "data.n_shots", shots, "must be >= 1")
         _check(self.val_per_class >= 1, "data.val_per_class", self.val_per_class, "must be >= 1")
@@ -182,6 +193,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         if type(None) in args:
             return None
         raise ValueError(f"{name}: must not be None")
+    if typing.get_origin(hint) is tuple:
+        return _coerce_tuple(value, args[0], name)
     base = next((a for a in args if a is not type(None)), hint) if args else hint
     if base is bool:
         ok = isinstance(value, bool)
@@ -197,6 +210,22 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if not ok:
         raise ValueError(f"{name}: expected {base.__name__}, got {value!r}")
     return int(value) if base is int else value
+
+
+def _coerce_tuple(value: Any, item: Any, name: str) -> tuple:
+    """A list or tuple (Ray and JSON turn tuples into lists) whose entries match ``item``."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}: expected a list or tuple, got {value!r}")
+    allowed = typing.get_args(item) or (item,)
+    out = []
+    for v in value:
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, allowed):
+            kinds = " or ".join(a.__name__ for a in allowed)
+            raise ValueError(f"{name}: entries must be {kinds}, got {v!r} in {value!r}")
+        out.append(v)
+    return tuple(out)
 
 
 # Named recipes. They list only what differs from defaults. The paper's two (SPEC §9, ppuda's

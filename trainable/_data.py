@@ -7,6 +7,7 @@ horizontal flip folded into the gather indices): no per-image Python work, no Da
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections.abc import Iterator
@@ -96,20 +97,65 @@ def prepare_data(cfg: DataConfig) -> int:
 
 
 def _decoded(cfg: DataConfig) -> dict:
-    """The whole dataset as uint8 NHWC tensors, decoded once per node and cached on disk."""
+    """The dataset (its ``data.classes``, relabelled 0..k-1) as uint8 NHWC tensors, decoded once
+    per node and cached on disk."""
     if cfg.dataset in ("cifar10", "cifar100"):
         root = Path(cfg.root) if cfg.root else cache_dir() / "data"
         key = cache_key(dataset=cfg.dataset)
-        return cached_torch("datasets", key, lambda: _torchvision_cifar(cfg.dataset, root))
+        raw = cached_torch("datasets", key, lambda: _torchvision_cifar(cfg.dataset, root))
+        # One cached copy of the whole arrays; a class subset is a cheap gather of it.
+        return _select(raw, resolve_classes(cfg.classes, raw["classes"], cfg.dataset))
     path = Path(cfg.dataset).expanduser().resolve()
     if not (path / "train").is_dir() or not (path / "test").is_dir():
         raise ValueError(f"data.dataset: expected cifar10, cifar100 or a folder with train/ and "
                          f"test/ subfolders, got {cfg.dataset!r}")
-    files = sorted(path.glob("*/*/*"))
-    # The key changes when files are added, removed or touched.
+    known = sorted(d.name for d in (path / "train").iterdir() if d.is_dir())
+    classes = resolve_classes(cfg.classes, known, cfg.dataset)
+    files = sorted(f for c in classes for split in ("train", "test")
+                   for f in (path / split / c).glob("*"))
+    # The key changes when files are added, removed or touched, and with the class selection.
     stamp = (len(files), max((f.stat().st_mtime_ns for f in files), default=0))
-    key = cache_key(dataset=str(path), stamp=stamp)
-    return cached_torch("datasets", key, lambda: _image_folder(path))
+    parts = {"classes": classes} if cfg.classes else {}
+    key = cache_key(dataset=str(path), stamp=stamp, **parts)
+    return cached_torch("datasets", key, lambda: _image_folder(path, classes))
+
+
+def resolve_classes(requested: tuple[str | int, ...], known: list[str], dataset: str) -> list[str]:
+    """``data.classes`` (names or indices into ``known``) -> class names in the order given;
+    empty: all of ``known``. Unknown names and out-of-range indices name the known classes."""
+    if not requested:
+        return list(known)
+    names = []
+    for c in requested:
+        if isinstance(c, int):
+            if not 0 <= c < len(known):
+                raise ValueError(f"data.classes: index {c} is out of range for {dataset!r}, "
+                                 f"which has {len(known)} classes: {known}")
+            names.append(known[c])
+        elif c in known:
+            names.append(c)
+        else:
+            close = difflib.get_close_matches(c, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"data.classes: {dataset!r} has no class {c!r}{hint}; "
+                             f"known classes: {known}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"data.classes: {list(requested)} names a class twice: {names}")
+    return names
+
+
+def _select(raw: dict, classes: list[str]) -> dict:
+    """Keep ``classes`` of a decoded dataset, relabelled 0..k-1 in the order given."""
+    if classes == raw["classes"]:
+        return raw
+    lut = torch.full((len(raw["classes"]),), -1, dtype=torch.long)
+    lut[[raw["classes"].index(c) for c in classes]] = torch.arange(len(classes))
+    out: dict = {"classes": list(classes)}
+    for split in ("train", "test"):
+        y = lut[raw[f"{split}_y"]]
+        keep = y >= 0
+        out[f"{split}_x"], out[f"{split}_y"] = raw[f"{split}_x"][keep], y[keep]
+    return out
 
 
 def _torchvision_cifar(name: str, root: Path) -> dict:
@@ -128,12 +174,12 @@ def _torchvision_cifar(name: str, root: Path) -> dict:
     }
 
 
-def _image_folder(path: Path) -> dict:
-    """Decode an ImageFolder tree (class subfolders under train/ and test/) into uint8 NHWC."""
+def _image_folder(path: Path, classes: list[str]) -> dict:
+    """Decode ``classes`` of an ImageFolder tree (class subfolders under train/ and test/) into
+    uint8 NHWC, labelled by their position in ``classes``."""
     import numpy as np
     from PIL import Image
 
-    classes = sorted(d.name for d in (path / "train").iterdir() if d.is_dir())
     out: dict = {"classes": classes}
     for split in ("train", "test"):
         images, labels = [], []

@@ -62,3 +62,16 @@ def test_frozen_and_recipe_errors():
         cfg.arch = "vgg11"
     with pytest.raises(ValueError, match="recipe"):
         get_recipe("resnet9000")
+
+
+def test_data_classes_from_flat_lists_and_tuples():
+    cfg = TrialConfig.from_flat({"data.classes": ["cat", np.int64(3)]})
+    assert cfg.data.classes == ("cat", 3)
+    assert TrialConfig.from_flat(cfg.to_flat()) == cfg
+    assert TrialConfig().data.classes == ()  # empty: all classes
+
+
+@pytest.mark.parametrize("value", ["cat", ["cat", 1.5], [True], ["cat", "cat"], [-1], [""]])
+def test_bad_data_classes_are_refused(value):
+    with pytest.raises(ValueError, match=r"data\.classes"):
+        TrialConfig.from_flat({"data.classes": value})

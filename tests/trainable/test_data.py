@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -112,3 +113,58 @@ def test_eval_batches_have_one_shape_and_count_each_image_once():
     counted = torch.cat([yb[:real] for _, yb, real in batches])
     assert counted.tolist() == list(range(7))
     assert [len(yb) for _, yb, _ in eval_batches(x, y, 100)] == [7]
+
+
+def test_class_filter_relabels_in_the_given_order(cifar_jpeg_dir):
+    full = DataConfig(dataset=str(cifar_jpeg_dir), n_shots=5, val_per_class=5, test_per_class=5)
+    sub = DataConfig(dataset=full.dataset, n_shots=5, val_per_class=5, test_per_class=5,
+                     classes=("truck", 1))  # a name and an index, in this order
+    s, s_full = load_splits(sub, torch.device("cpu")), load_splits(full, torch.device("cpu"))
+    assert s.num_classes == 2 and _data.prepare_data(sub) == 2
+    assert torch.bincount(s.train_y).tolist() == [5, 5]
+    raw, raw_full = _data._decoded(sub), _data._decoded(full)
+    assert raw["classes"] == ["truck", "automobile"]
+    truck, auto = raw_full["classes"].index("truck"), raw_full["classes"].index("automobile")
+    for new, old in ((0, truck), (1, auto)):
+        assert torch.equal(raw["test_x"][raw["test_y"] == new],
+                           raw_full["test_x"][raw_full["test_y"] == old])
+    assert s_full.num_classes == 10  # the subset did not overwrite the full tree's cache entry
+
+
+@pytest.mark.parametrize(("classes", "match"), [
+    (("airplane", "dgo"), r"no class 'dgo' \(did you mean 'dog'\?\); known classes: \['airplane'"),
+    ((10,), r"index 10 is out of range .* 10 classes: \['airplane'"),
+    (("cat", 3), r"names a class twice"),
+])
+def test_class_filter_bad_classes_name_the_known_ones(cifar_jpeg_dir, classes, match):
+    cfg = DataConfig(dataset=str(cifar_jpeg_dir), classes=classes)
+    with pytest.raises(ValueError, match=match):
+        _data.prepare_data(cfg)
+
+
+def test_class_filter_on_torchvision_arrays():
+    raw = {"classes": ["a", "b", "c"], "train_x": torch.arange(6).view(6, 1, 1, 1),
+           "train_y": torch.tensor([0, 1, 2, 0, 1, 2]), "test_x": torch.arange(3).view(3, 1, 1, 1),
+           "test_y": torch.tensor([2, 1, 0])}
+    out = _data._select(raw, _data.resolve_classes((2, "a"), raw["classes"], "toy"))
+    assert out["classes"] == ["c", "a"]
+    assert out["train_y"].tolist() == [1, 0, 1, 0]
+    assert out["train_x"].flatten().tolist() == [0, 2, 3, 5]
+    assert out["test_y"].tolist() == [0, 1] and out["test_x"].flatten().tolist() == [0, 2]
+
+
+def test_trial_model_gets_the_filtered_class_count(tiny, monkeypatch):
+    from trainable import TrialConfig, _loop, train
+
+    heads = []
+
+    def spy(cfg, num_classes):
+        model, tags = build(cfg, num_classes)
+        heads.append(model.fc.out_features)
+        return model, tags
+
+    build = _loop.build_model
+    monkeypatch.setattr(_loop, "build_model", spy)
+    flat = tiny(**{"optim.epochs": 1, "data.classes": ["dog", "frog", "horse"]})
+    last = train(TrialConfig.from_flat(flat), report=lambda m: None)
+    assert heads == [3] and 0.0 <= last["test/acc"] <= 1.0

@@ -1,0 +1,85 @@
+"""Speed and memory of GHN-2 training steps (`python -m ghn train`'s inner loop).
+
+Prints steps/s and median seconds per step after a warm-up, and the peak memory of a step:
+on CUDA the allocator's peak within a step (max over steps), on CPU the process's peak
+resident set (torch's CPU allocator keeps no statistics; it includes torch itself, ~300 MB).
+Images are synthetic uint8 32x32 (the speed of a step does not depend on their content),
+5 classes as in the transfer setting of issue 14. One line:
+
+    ghn_train device=cpu meta_batch=4 batch=64 hid=32 size=32 steps_per_s=<x> s_per_step=<y>
+        peak_mem_mb=<z>
+
+    python benchmarks/ghn_train.py [--steps 10] [--meta-batch 4] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import time
+
+import torch
+
+from ghn._archs import FAMILIES
+from ghn._train import TrainConfig, Trainer, TrainImages
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--meta-batch", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--hid", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    g = torch.Generator().manual_seed(0)
+    n = 500
+    images = TrainImages(torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g),
+                         torch.arange(n) % 5, torch.full((1, 3, 1, 1), 0.5),
+                         torch.full((1, 3, 1, 1), 0.25), [f"c{i}" for i in range(5)])
+    cfg = TrainConfig(steps=args.warmup + args.steps, meta_batch=args.meta_batch,
+                      batch_size=args.batch_size, hid=args.hid, image_size=args.image_size,
+                      families=tuple(args.families.split(",")))
+    trainer = Trainer(cfg, images, device=args.device)
+    cuda = trainer.device.type == "cuda"
+    for _ in range(args.warmup):
+        trainer.step()
+    times, peaks = [], []
+    for _ in range(args.steps):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        trainer.step()
+        if cuda:
+            torch.cuda.synchronize()
+            peaks.append(torch.cuda.max_memory_allocated() / 2**20)
+        times.append(time.perf_counter() - start)
+    if cuda:
+        peak, where = max(peaks), torch.cuda.get_device_name(trainer.device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        where = f"{_cpu_name()}, {torch.get_num_threads()} threads"
+    print(f"ghn_train device={trainer.device.type} meta_batch={args.meta_batch} "
+          f"batch={args.batch_size} hid={args.hid} size={args.image_size} "
+          f"steps_per_s={len(times) / sum(times):.3f} "
+          f"s_per_step={statistics.median(times):.3f} peak_mem_mb={peak:.1f} ({where})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""`python -m ghn train --num-workers N`: the same training, data-parallel through Ray Train.
+
+Each worker runs the in-process trainer inside the process group TorchTrainer sets up (gloo on
+CPU, NCCL with ``--use-gpu``); ``Trainer.step`` averages gradients across it, worker 0 logs and
+writes the checkpoints. At the end the workers compare their GHN parameters exactly and fail
+the run if they differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool) -> None:
+    """Run ``_worker`` on ``num_workers`` Ray Train workers (Ray starts locally if needed)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(loop_config["out"]).resolve()
+    trainer = TorchTrainer(
+        _worker, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name=f"ghn-train-{out.stem}",
+                             storage_path=str(out.parent / "ray_train")),
+    )
+    trainer.fit()
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import ray.train.torch
+
+    from ghn.__main__ import _load_images, _read_checkpoint
+    from ghn._train import TrainConfig, Trainer, TrainImages, train
+
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in config["train_config"].items()})
+    x, y, mean, std, names = _load_images(config["data"], tuple(config["classes"]), "train",
+                                          config["train_per_class"])
+    trainer = Trainer(cfg, TrainImages(x, y, mean, std, names), init=config["init"],
+                      device=ray.train.torch.get_device())
+    out = Path(config["out"])
+    if config["resume"]:
+        trainer.restore(_read_checkpoint(out, torch))
+    trainer.meta.setdefault("data", config["data"])
+    train(trainer, out)
+    check_identical(trainer.ghn)
+
+
+def check_identical(module: torch.nn.Module) -> None:
+    """Raise unless every worker of the process group holds exactly the same parameters."""
+    flat = torch.cat([p.detach().flatten() for p in module.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, flat)
+    differ = [r for r, t in enumerate(gathered) if not torch.equal(t, gathered[0])]
+    if differ:
+        raise RuntimeError(f"data-parallel GHN workers diverged: workers {differ} hold other "
+                           "parameters than worker 0")
