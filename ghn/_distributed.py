@@ -15,7 +15,9 @@ import torch
 
 
 def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool) -> None:
-    """Run ``_worker`` on ``num_workers`` Ray Train workers (Ray starts locally if needed)."""
+    """Run ``_worker`` on ``num_workers`` Ray Train workers (Ray starts locally if needed, and
+    stops again at the end: a caller's own Ray, or a cluster's, is left as it was)."""
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -26,7 +28,12 @@ def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool
         run_config=RunConfig(name=f"ghn-train-{out.stem}",
                              storage_path=str(out.parent / "ray_train")),
     )
-    trainer.fit()
+    started_here = not ray.is_initialized()
+    try:
+        trainer.fit()
+    finally:
+        if started_here and ray.is_initialized():
+            ray.shutdown()
 
 
 def _worker(config: dict[str, Any]) -> None:

@@ -251,3 +251,6 @@ def test_two_ray_train_workers_stay_identical(cifar_jpeg_dir, cache, monkeypatch
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
     assert ckpt["rng"][0]["arch"] != ckpt["rng"][1]["arch"]  # the workers drew differently
     assert load_ghn(out).num_classes == 2
+    import ray
+
+    assert not ray.is_initialized()  # the Ray it started for itself is gone again
