@@ -64,7 +64,9 @@ def _mean_std(mean: float, std: float, n: int) -> str | None:
 def _interval(lo: float, hi: float, points: bool = False) -> str | None:
     if pd.isna(lo):
         return None
-    return f"{lo:+.1f} to {hi:+.1f}" if points else f"{100 * lo:.1f}–{pct(hi)}"
+    if points:
+        return f"{lo:+.1f} to {hi:+.1f}"
+    return f"{100 * max(lo, 0.0):.1f}–{pct(min(hi, 1.0))}"  # an accuracy stays in [0, 100]%
 
 
 def _comparison_table(comp: pd.DataFrame) -> str:

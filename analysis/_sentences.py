@@ -53,11 +53,12 @@ def seeds_phrase(n: int) -> str:
 
 
 def accuracy_phrase(row: pd.Series) -> str:
-    """'52.0% ± 1.0 test accuracy (mean ± std over 3 seeds; 95% interval 49.5-54.5%)'."""
+    """'52.0% ± 1.0 test accuracy (mean ± std over 3 seeds; 95% interval 49.5-54.5%)'; the
+    interval is cut to [0, 100]%, where an accuracy lies."""
     if row["n_seeds"] >= 2:
         return (f"{pct(row['test_mean'])} ± {100 * row['test_std']:.1f} test accuracy (mean ± "
                 f"std over {seeds_phrase(row['n_seeds'])}; 95% interval "
-                f"{100 * row['test_lo']:.1f}–{pct(row['test_hi'])})")
+                f"{100 * max(row['test_lo'], 0.0):.1f}–{pct(min(row['test_hi'], 1.0))})")
     if row["n_seeds"] == 1:
         return f"{pct(row['test_mean'])} test accuracy (1 repeat seed: no interval)"
     return f"{pct(row['test_acc_at_best'])} test accuracy (the search's single run, no repeats)"

@@ -164,3 +164,14 @@ def test_repeats_stay_out_of_the_search_plots_and_show_as_spread(repeated):
     assert any(c.get_label() == "± std over repeats" for ax in noise for c in ax.containers)
     acct = repeated.tables["asha"].set_index("arch")
     assert acct.loc["all", "epochs_spent"] == 34  # ASHA's accounting: the search only
+
+
+def test_an_accuracy_interval_is_cut_to_0_100_percent():
+    import pandas as pd
+
+    from analysis._sentences import accuracy_phrase
+
+    row = pd.Series({"n_seeds": 2, "test_mean": 0.238, "test_std": 0.046, "test_lo": -0.175,
+                     "test_hi": 1.2, "test_acc_at_best": 0.225})
+    assert accuracy_phrase(row) == ("23.8% ± 4.6 test accuracy (mean ± std over 2 seeds; "
+                                    "95% interval 0.0–100.0%)")
