@@ -48,7 +48,8 @@ def _unfinished(row: pd.Series) -> str:
     return "" if row["complete"] else f" (best trial {row['status'].replace('_', ' ')})"
 
 
-def seeds_phrase(n: int) -> str:
+def seeds_phrase(n: float) -> str:
+    n = int(n)
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
