@@ -92,32 +92,31 @@ def test_an_interrupted_sweep_reads_as_a_snapshot(tmp_path):
     assert rows == {"t1": "finished", "t2": "interrupted"}
 
 
+def _one_trial_experiment(cb, trial, val: float) -> None:
+    """A Tune experiment of one trial that runs its 3 epochs, as the callback sees it."""
+    cb.on_trial_start(0, [], trial)
+    for epoch in (1, 2, 3):
+        _report(cb, trial, epoch, val)
+    cb.on_trial_complete(0, [], trial)
+    trial.status, trial.last_result = "TERMINATED", {"done": True}
+    cb.on_experiment_end([trial])
+
+
 def test_repeats_are_read_as_repeats_and_the_search_leaves_the_parent_open(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
     search = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1",
                                     final=False)
     search.setup()
-    original = Trial("t1", arch="resnet18", init="random", **{"optim.lr": 0.1})
-    search.on_trial_start(0, [], original)
-    for epoch in (1, 2, 3):
-        _report(search, original, epoch, 0.3)
-    search.on_trial_complete(0, [], original)
-    original.status, original.last_result = "TERMINATED", {"done": True}
-    search.on_experiment_end([original])
+    _one_trial_experiment(search, Trial("t1", arch="resnet18", init="random",
+                                        **{"optim.lr": 0.1}), 0.3)
     assert read_mlflow(tracking_uri=uri, experiment="ghn-sweep").in_progress  # repeats to come
 
     repeats = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1",
                                      sweep_id=search.sweep_id)  # the same sweep's next phase
     repeats.setup()
-    again = Trial("t9", arch="resnet18", init="random", seed=1,
-                  **{"optim.lr": 0.1, "repeat.of": "t1"})
-    repeats.on_trial_start(0, [], again)
-    for epoch in (1, 2, 3):
-        _report(repeats, again, epoch, 0.4)
-    repeats.on_trial_complete(0, [], again)
-    again.status, again.last_result = "TERMINATED", {"done": True}
-    repeats.on_experiment_end([again])
+    _one_trial_experiment(repeats, Trial("t9", arch="resnet18", init="random", seed=1,
+                                         **{"optim.lr": 0.1, "repeat.of": "t1"}), 0.4)
     sweep = read_mlflow(tracking_uri=uri, experiment="ghn-sweep")
     assert not sweep.in_progress
     rows = {r["trial_id"]: r for r in trials_table(sweep).to_pylist()}
