@@ -96,7 +96,19 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     ghn = GHN2(config)
     ghn.load_state_dict(state, strict=True)
     ghn.checkpoint_id = f"{path.stem}-{_sha256(path)[:12]}"
+    ghn.classes = _classes(ckpt, config, path)
     return ghn.to(device).eval()
+
+
+def _classes(ckpt: dict, config: GHN2Config, path: Path) -> tuple[str, ...] | None:
+    """The class names a GHN trained here recorded (``python -m ghn train``), in label order;
+    None for official checkpoints, which name none."""
+    names = ckpt.get("classes")
+    if not names:
+        return None
+    if not all(isinstance(n, str) for n in names) or len(names) != config.num_classes:
+        raise ValueError(f"{path} records classes {names!r}, expected {config.num_classes} names")
+    return tuple(names)
 
 
 def _check_config(ckpt, path: Path) -> GHN2Config:

@@ -51,6 +51,7 @@ class GHN2(nn.Module):
         hid, nc = config.hid, config.num_classes
         self.vocab = ShapeVocab(num_classes=nc, spatial=s)
         self.checkpoint_id = "random-init"
+        self.classes: tuple[str, ...] | None = None  # names, when a checkpoint records them
 
         self.ln = nn.LayerNorm(hid)
         self.embed = nn.Embedding(15, hid)

@@ -39,6 +39,7 @@ class Splits:
     mean: torch.Tensor  # (1, C, 1, 1) float, of the training images, in [0, 1] units
     std: torch.Tensor
     num_classes: int
+    classes: tuple[str, ...] = ()  # names in label order (a GHN predicts a head only for its own)
 
 
 def load_splits(cfg: DataConfig, device: torch.device, seed: int = 0) -> Splits:
@@ -64,7 +65,7 @@ def load_splits(cfg: DataConfig, device: torch.device, seed: int = 0) -> Splits:
         train_x=padded, train_y=raw["train_y"][train_idx],
         val_x=raw["train_x"][val_idx], val_y=raw["train_y"][val_idx],
         test_x=raw["test_x"][test_idx], test_y=raw["test_y"][test_idx],
-        mean=mean, std=std, num_classes=len(raw["classes"]),
+        mean=mean, std=std, num_classes=len(raw["classes"]), classes=tuple(raw["classes"]),
     )
     for name, value in vars(splits).items():
         if isinstance(value, torch.Tensor):

@@ -97,7 +97,7 @@ def fit(
     limit_gpu_memory(device, gpu_fraction)
     torch.backends.cudnn.benchmark = cuda  # fixed input shapes: let cuDNN pick the fastest kernels
     splits = load_splits(cfg.data, device, cfg.seed)
-    model, tags = build_model(cfg, splits.num_classes)
+    model, tags = build_model(cfg, splits.num_classes, classes=splits.classes)
     tags["device"] = torch.cuda.get_device_name(device) if cuda else str(device)
     tags.update(provenance(device))
     # A fresh trial's first report also carries the init diagnostics, string tags (GHN checkpoint

@@ -10,6 +10,7 @@ seeded) runs per trial after loading.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 import torchvision
@@ -21,8 +22,10 @@ from ._config import TrialConfig
 _logger = logging.getLogger(__name__)
 
 
-def build_model(cfg: TrialConfig, num_classes: int) -> tuple[nn.Module, dict[str, str]]:
-    """The initialised (and post-processed) model, plus tags describing its init."""
+def build_model(cfg: TrialConfig, num_classes: int, *, classes: Sequence[str] = ()
+                ) -> tuple[nn.Module, dict[str, str]]:
+    """The initialised (and post-processed) model, plus tags describing its init; ``classes``
+    (the data's class names, in label order) decide whether a GHN's classifier applies."""
     torch.manual_seed(cfg.seed)  # the model's own random init is part of the trial's identity
     tags = {"arch": cfg.arch, "init": cfg.init}
     if cfg.init == "pretrained":
@@ -36,12 +39,22 @@ def build_model(cfg: TrialConfig, num_classes: int) -> tuple[nn.Module, dict[str
 
         model = adjust_for_small_images(model)
     if cfg.init == "ghn":
-        tags.update(_ghn_init(model, cfg, num_classes))
+        tags.update(_ghn_init(model, cfg, num_classes, tuple(classes)))
     if cfg.init != "random":
         from postproc import apply_postproc
 
         apply_postproc(model, cfg.postproc, seed=cfg.seed)
     return model, tags
+
+
+def classifier_applies(ghn_count: int, ghn_classes: tuple[str, ...] | None, count: int,
+                       classes: tuple[str, ...]) -> bool:
+    """Whether a GHN's predicted classifier means anything for this data. The paper predicts it
+    only for a GHN trained on the same class count; a GHN trained here records its class names,
+    and a head predicted for airplane..deer is no head for dog..truck, so names must match too."""
+    if int(ghn_count) != count:
+        return False
+    return ghn_classes is None or not classes or tuple(ghn_classes) == tuple(classes)
 
 
 def _replace_head(model: nn.Module, num_classes: int) -> None:
@@ -56,14 +69,18 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
     setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes))
 
 
-def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int) -> dict[str, str]:
+def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int,
+              classes: tuple[str, ...]) -> dict[str, str]:
     """Load predicted parameters from the node cache, predicting them on a miss."""
     import ghn
     from ghn import load_ghn, predict_parameters
 
     ghn_net = load_ghn(cfg.ghn)
-    # The paper predicts the classifier only when the GHN was trained on the same class count.
-    predict_classifier = int(ghn_net.num_classes) == num_classes
+    predict_classifier = classifier_applies(ghn_net.num_classes, ghn_net.classes,
+                                            num_classes, classes)
+    if not predict_classifier:
+        _logger.info("classifier not predicted: the GHN's classes %s are not the data's %s",
+                     ghn_net.classes or f"({ghn_net.num_classes})", classes or f"({num_classes})")
     key = cache_key(arch=cfg.arch, image_size=cfg.image_size, small_stem=cfg.use_small_stem,
                     num_classes=num_classes, ghn=ghn_net.checkpoint_id,
                     predict_classifier=predict_classifier, code=source_hash(ghn),

@@ -113,3 +113,14 @@ def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch)
     assert str(tmp_path / "checkpoints" / "ghn2_cifar10.pt") in str(err.value)
     assert not (tmp_path / "checkpoints" / "ghn2_cifar10.pt").exists()
     assert not list((tmp_path / "checkpoints").glob("*.part"))  # no partial file left
+
+
+def test_recorded_classes_load_and_are_checked(reference_dir, tmp_path):
+    ckpt = torch.load(reference_dir / "ghn2_random_cifar10_seed0.pt", weights_only=True)
+    assert load_ghn(reference_dir / "ghn2_random_cifar10_seed0.pt").classes is None
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    torch.save({**ckpt, "classes": [str(i) for i in range(10)]}, good)
+    torch.save({**ckpt, "classes": ["cat", "dog"]}, bad)
+    assert load_ghn(good).classes == tuple(str(i) for i in range(10))
+    with pytest.raises(ValueError, match="records classes"):
+        load_ghn(bad)

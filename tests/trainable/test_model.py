@@ -80,3 +80,30 @@ def test_pretrained_head_is_replaced():
     model = torchvision.models.mobilenet_v3_small(num_classes=1000)
     _model._replace_head(model, 10)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_classifier_predicted_only_for_the_ghns_own_classes(reference_dir, tmp_path):
+    """A GHN trained here on airplane..deer records those names: its head is no head for other
+    classes of the same count, which then keep the trial's own seeded init."""
+    ckpt = torch.load(reference_dir / "ghn2_random_cifar10_seed0.pt", weights_only=True)
+    names = [f"class{i}" for i in range(10)]
+    path = tmp_path / "ghn_named.pt"
+    torch.save({**ckpt, "classes": names}, path)
+    same, tags = build_model(_cfg(path), num_classes=10, classes=names)
+    assert tags["ghn.predict_classifier"] == "True"
+    other, tags = build_model(_cfg(path), num_classes=10, classes=[f"other{i}" for i in range(10)])
+    assert tags["ghn.predict_classifier"] == "False"
+    assert torch.equal(same.layer1[0].conv1.weight, other.layer1[0].conv1.weight)
+    assert not torch.equal(same.fc.weight, other.fc.weight)
+    torch.manual_seed(0)  # the trial's seed: the unpredicted head is torchvision's own init
+    fresh = torchvision.models.resnet18(num_classes=10)
+    assert torch.equal(other.fc.weight, fresh.fc.weight)
+
+
+def test_classifier_rule():
+    from trainable._model import classifier_applies
+
+    assert classifier_applies(10, None, 10, ("a",) * 10)  # official checkpoints name no classes
+    assert not classifier_applies(1000, None, 10, ())
+    assert classifier_applies(2, ("cat", "dog"), 2, ("cat", "dog"))
+    assert not classifier_applies(2, ("cat", "dog"), 2, ("dog", "cat"))  # same names, other labels
