@@ -6,9 +6,12 @@ Two kinds of family, selectable and mixable:
   cell a small DAG whose nodes sum two ops of earlier nodes (separable, dilated, plain convs,
   max / avg pooling, identity), the cell output the concatenation of its nodes; depth, width,
   nodes per cell and normalisation (BatchNorm or none) vary.
-- ``resnet``, ``mobilenet``, ``densenet``: small variants of the torchvision families the
-  sweeps fine-tune, built from torchvision's own blocks (BasicBlock, InvertedResidual,
-  _DenseBlock) with random depth and width.
+- ``resnet``, ``mobilenet``, ``densenet``, ``convnext``: small variants of the torchvision
+  families the sweeps fine-tune, built from torchvision's own blocks (BasicBlock,
+  InvertedResidual, _DenseBlock, CNBlock) with random depth and width. GHN-2 does not predict
+  ConvNeXt's ``layer_scale`` (SPEC §6: it keeps torchvision's 1e-6), so here it is a fixed
+  buffer, drawn from {1e-6, 0.1}: at 1e-6 the GHN sees blocks as the sweeps start them; at 0.1
+  their predicted weights reach the loss, so the GHN learns them.
 
 An architecture is a hashable ``ArchSpec``; ``build`` turns it into a module. Sizes are bounded
 so that one GHN step over a meta-batch of them stays around a second on a laptop CPU. BatchNorm
@@ -25,12 +28,13 @@ from dataclasses import dataclass
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.convnext import CNBlock, CNBlockConfig
 from torchvision.models.densenet import _DenseBlock, _Transition
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import Conv2dNormActivation
 
-FAMILIES = ("darts", "resnet", "mobilenet", "densenet")
+FAMILIES = ("darts", "resnet", "mobilenet", "densenet", "convnext")
 OPS = ("sep_conv_3x3", "dil_conv_3x3", "conv_3x3", "conv_1x1", "max_pool_3x3", "avg_pool_3x3",
        "skip_connect")
 
@@ -77,6 +81,10 @@ def sample_spec(family: str, rng: random.Random) -> ArchSpec:
         # Expanded depthwise convs at full 32x32 resolution dominate a CPU step (a width-24,
         # x6 net costs 2-5 s forward + backward at batch 64 on 2 cores): kept narrower.
         c = {"width": rng.choice((8, 12, 16)), "expand": rng.choice((2, 4)),
+             "depths": tuple(rng.randint(1, 2) for _ in range(stages))}
+    elif family == "convnext":
+        stages = rng.randint(2, 3)
+        c = {"width": rng.choice((8, 16, 24)), "layer_scale": rng.choice((1e-6, 0.1)),
              "depths": tuple(rng.randint(1, 2) for _ in range(stages))}
     else:
         blocks = rng.randint(2, 3)
@@ -130,7 +138,7 @@ class ArchSampler:
 def build(spec: ArchSpec, num_classes: int) -> nn.Module:
     """The module of ``spec``, with BatchNorm in batch-statistics mode."""
     make = {"darts": _darts, "resnet": _resnet, "mobilenet": _mobilenet,
-            "densenet": _densenet}[spec.family]
+            "densenet": _densenet, "convnext": _convnext}[spec.family]
     model = make(spec, num_classes)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -189,6 +197,22 @@ def _densenet(spec: ArchSpec, num_classes: int) -> nn.Module:
             c //= 2
     layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, *_head(c, num_classes))
+
+
+def _convnext(spec: ArchSpec, num_classes: int) -> nn.Module:
+    w, depths = spec.get("width"), spec.get("depths")
+    last = len(depths) - 1
+    setting = [CNBlockConfig(w * 2 ** s, None if s == last else w * 2 ** (s + 1), d)
+               for s, d in enumerate(depths)]
+    model = torchvision.models.ConvNeXt(setting, layer_scale=spec.get("layer_scale"),
+                                        num_classes=num_classes)
+    model.features[0][0].stride = 1  # the sweeps' 32x32 stem (ghn.adjust_for_small_images)
+    for block in model.modules():
+        if isinstance(block, CNBlock):  # not predicted: a constant, not a parameter
+            value = block.layer_scale.detach().clone()
+            del block.layer_scale
+            block.register_buffer("layer_scale", value)
+    return model
 
 
 # ---- DARTS-style cells ------------------------------------------------------------------------
