@@ -213,7 +213,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = evaluate(ghn, archs, x, y, mean, std, image_size=size)
     print(f"{args.checkpoint}: top-1 of predicted parameters on {len(y)} test images, "
           f"{len(names)} classes, {size}x{size}")
-    print(format_table(results, len(names)))
+    table = format_table(results, len(names))
+    print(table)
     if args.tracking_uri:
         import mlflow
 
@@ -221,8 +222,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         mlflow.set_experiment(args.experiment)
         with mlflow.start_run(run_name=f"evaluate {Path(args.checkpoint).stem}"):
             mlflow.log_params({"checkpoint": args.checkpoint, "archs": args.archs})
-            mean_acc = sum(r.predicted for r in results) / len(results)
-            mlflow.log_metrics({"eval/mean_acc": mean_acc, "eval/chance": 1 / len(names)})
+            n = len(results)
+            mlflow.log_metrics({
+                "eval/mean_acc": sum(r.predicted for r in results) / n,
+                "eval/mean_acc_random_init": sum(r.random_init for r in results) / n,
+                "eval/chance": 1 / len(names)})
+            mlflow.log_text(table, "evaluate.txt")
     return 0
 
 

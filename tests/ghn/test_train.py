@@ -200,8 +200,10 @@ TINY_FLAGS = ["--hid", "8", "--max-shape", "32,32,3,3", "--image-size", "8", "--
               "--train-per-class", "10", "--log-every", "1"]
 
 
-def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog):
+def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog, monkeypatch):
     from ghn.__main__ import main
+
+    monkeypatch.chdir(cache)  # MLflow's default artifact root is ./mlruns
 
     caplog.set_level(logging.INFO, logger="ghn._train")
 
@@ -220,6 +222,17 @@ def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog)
     table = capsys.readouterr().out
     assert "20 test images, 2 classes, 8x8" in table and "chance" in table
     assert table.count("resnet:") == 2  # the two held-out architectures, by name
+    assert load_ghn(out).classes == ("cat", "dog")  # trials compare them before using the head
+    uri = f"sqlite:///{cache / 'mlflow.db'}"
+    assert main(["evaluate", str(out), "--data", str(cifar_jpeg_dir), "--test-per-class",
+                 "10", "--tracking-uri", uri]) == 0
+    import mlflow
+
+    run = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("ghn-train").experiment_id])[0]
+    assert set(run.data.metrics) == {"eval/mean_acc", "eval/mean_acc_random_init", "eval/chance"}
+    logged = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/evaluate.txt")
+    assert logged in capsys.readouterr().out
 
 
 def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
