@@ -108,14 +108,20 @@ class TrainStep:
         self, xb: torch.Tensor, yb: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Compile and run the first step (torch compiles the backward at its first call)."""
+        import torch._inductor.config as inductor
         from torch._dynamo.utils import counters
 
         t0 = time.perf_counter()
         _logger.debug("torch compile caches in %s", use_node_compile_cache())
         skips = counters["inductor"]["cudagraph_skips"]
+        # torch compiles with one worker process per CPU of the node; packed trials own only
+        # their share (Ray sets the trial's threads to its CPUs), and four trials with four
+        # workers each would not fit a g5.xlarge's 16 GiB.
+        threads = inductor.patch(compile_threads=max(1, torch.get_num_threads()))
         try:
-            self._compiled = torch.compile(self._eager, mode=self.mode)
-            result = self._backward(*self._compiled(xb, yb))
+            with threads:
+                self._compiled = torch.compile(self._eager, mode=self.mode)
+                result = self._backward(*self._compiled(xb, yb))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         except Exception as e:  # any capture failure: the step still runs eagerly

@@ -114,13 +114,17 @@ def test_skipped_cuda_graphs_warn_once_and_the_step_stays_compiled(monkeypatch, 
         def run(*args):
             if not calls:  # torch decides at the first call, as inductor does
                 counters["inductor"]["cudagraph_skips"] += 1
+                threads.append(inductor.compile_threads)
             calls.append(1)
             return fn(*args)
 
         return run
 
-    calls = []
+    import torch._inductor.config as inductor
+
+    calls, threads, own = [], [], torch.get_num_threads()
     monkeypatch.setattr(torch, "compile", compile_skipping_graphs)
+    monkeypatch.setattr(inductor, "compile_threads", 16)  # torch's choice on a 16-CPU node
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
     splits = _splits()
     step = TrainStep(_tiny_model(), splits, _cfg("reduce-overhead"))
@@ -131,6 +135,7 @@ def test_skipped_cuda_graphs_warn_once_and_the_step_stays_compiled(monkeypatch, 
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "skipped CUDA graphs" in warnings[0], warnings
     assert step.mode == "reduce-overhead" and calls == [1, 1, 1]
+    assert threads == [own]  # compiled with the trial's own CPUs, not the node's
     # The first compile pointed torch's caches at the node cache.
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache_dir() / "torch-compile")
 
