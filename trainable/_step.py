@@ -81,6 +81,9 @@ class TrainStep:
 
         self.model, self.device = model, device
         self.mode = compile_mode(cfg.compile, device)
+        if cfg.compile == "reduce-overhead" and not cuda:
+            _logger.info("compile='reduce-overhead' on %s: CUDA graphs are CUDA only, so the step "
+                         "compiles in the default mode", device)
         self._eager = forward_loss
         self._compiled = None
         self._compile_s = 0.0
