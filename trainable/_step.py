@@ -117,9 +117,10 @@ class TrainStep:
         t0 = time.perf_counter()
         _logger.debug("torch compile caches in %s", use_node_compile_cache())
         skips = counters["inductor"]["cudagraph_skips"]
-        # torch compiles with one worker process per CPU of the node; packed trials own only
-        # their share (Ray sets the trial's threads to its CPUs), and four trials with four
-        # workers each would not fit a g5.xlarge's 16 GiB.
+        # torch compiles with one worker process per CPU of the node; a packed trial owns only
+        # its share (Ray sets the trial's threads to its CPUs): four trials starting four
+        # workers each (a Python process with torch apiece) would crowd a g5.xlarge's 4 CPUs
+        # and 16 GiB.
         threads = inductor.patch(compile_threads=max(1, torch.get_num_threads()))
         try:
             with threads:
