@@ -369,14 +369,14 @@ def cache_section(data: Path, sz: Sizes, device: torch.device, trials: dict) -> 
         "(the first compiled mode cold, later ones reuse what they share with it)")
 
 
-def targets_section(sz: Sizes, device: torch.device, figures: dict) -> None:
-    """The issue's throughput targets (at GPU sizes), each met or missed, from the figures
-    measured above, with the last architecture in its fastest mode."""
+def targets_section(sz: Sizes, figures: dict, *, judged: bool) -> None:
+    """The issue's throughput targets, each met or missed (at GPU sizes: ``judged``), from the
+    figures measured above, with the last architecture in its fastest mode."""
     arch = sz.archs[-1]
     mode = figures["fastest"].get(arch, "off")
 
     def judge(name: str, value: float | None, ok: bool, goal: str) -> None:
-        verdict = ("met" if ok else "missed") if sz is GPU else "not judged at CPU sizes"
+        verdict = ("met" if ok else "missed") if judged else "not judged at CPU sizes"
         shown = "not measured" if value is None else f"{value:.2f}, {verdict}"
         say(f"target {name} ({goal}): {shown}")
 
@@ -402,10 +402,11 @@ def main() -> None:
                          "reduce-overhead; tiny: off)")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    sz = TINY if args.tiny or device.type != "cuda" else GPU
+    tiny = args.tiny or device.type != "cuda"
+    sz = TINY if tiny else GPU
     if args.compile_modes:
         sz = Sizes(**{**vars(sz), "compile_modes": tuple(args.compile_modes)})
-    say(f"gpu_check: sections {' '.join(args.sections)}, {'tiny' if sz is TINY else 'GPU'} "
+    say(f"gpu_check: sections {' '.join(args.sections)}, {'tiny' if tiny else 'GPU'} "
         f"sizes on {device}")
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as d:
         tmp = Path(d)
@@ -426,7 +427,7 @@ def main() -> None:
             figures["concurrent"] = concurrent_section(sz, device, tmp)
         if "cache" in args.sections:
             cache_section(data, sz, device, trials)
-        targets_section(sz, device, figures)
+        targets_section(sz, figures, judged=not tiny)
     say("gpu_check done")
 
 
