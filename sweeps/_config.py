@@ -63,6 +63,9 @@ class SweepConfig:
     test_eval: str = _f("every_epoch", "every_epoch | on_best_val: test accuracy each epoch, or "
                                        "only where validation accuracy improves (and at the "
                                        "last epoch), all the analysis needs")
+    compile: str = _f("off", "torch.compile of each trial's train step: off | default | "
+                             "reduce-overhead (CUDA graphs on GPUs) | auto (reduce-overhead on "
+                             "GPU trials, off on CPU ones)")
     seed: int = _f(0, "seed of Optuna's TPE sampler and of the trials")
     storage: str = _f("./ray_results", "results: local path, or s3://bucket/path on a cluster")
     tracking_uri: str = _f("sqlite:///mlflow.db",
@@ -121,7 +124,9 @@ PRESETS: dict[str, dict[str, Any]] = {
               # AdamW), written to shared storage: every 30 epochs, not after each GPU epoch.
               "checkpoint_every": 30,
               # The 10k test images cost ~4x an epoch's training on 1k: test only when needed.
-              "test_eval": "on_best_val"},
+              "test_eval": "on_best_val",
+              # An 11-step epoch of a 32x32 model is launch-bound on a GPU: capture the step.
+              "compile": "auto"},
 }
 
 
@@ -178,7 +183,7 @@ def _validate_names(cfg: SweepConfig) -> None:
     import torchvision
 
     from ghn import CHECKPOINT_URLS
-    from trainable import TEST_EVALS
+    from trainable import COMPILE_MODES, TEST_EVALS
 
     known = set(torchvision.models.list_models(module=torchvision.models))
     for arch in cfg.archs:
@@ -187,6 +192,8 @@ def _validate_names(cfg: SweepConfig) -> None:
                   "torchvision.models.list_models())")
     if cfg.test_eval not in TEST_EVALS:
         _fail("test_eval", cfg.test_eval, f"must be one of {TEST_EVALS}")
+    if cfg.compile not in COMPILE_MODES:
+        _fail("compile", cfg.compile, f"must be one of {COMPILE_MODES}")
     if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
         _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
 

@@ -91,7 +91,7 @@ def fixed_values(cfg: SweepConfig) -> dict[str, Any]:
     """Values every trial shares, as flat TrialConfig keys."""
     return {"ghn": cfg.ghn, "data.dataset": cfg.dataset, "data.n_shots": cfg.n_shots,
             "optim.epochs": cfg.max_epochs, "checkpoint_every": cfg.checkpoint_every,
-            "test_eval": cfg.test_eval,
+            "test_eval": cfg.test_eval, "compile": cfg.compile,
             "seed": cfg.seed,
             # A trial that asked for a GPU runs on one or fails: never silently on the CPU.
             "device": "cuda" if cfg.gpus_per_trial > 0 else "cpu"}

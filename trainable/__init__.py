@@ -9,6 +9,7 @@ Under Ray Tune, use ``trainable.run_trial`` (a function trainable taking a flat 
 from typing import Any
 
 from trainable._config import (
+    COMPILE_MODES,
     RECIPES,
     TEST_EVALS,
     DataConfig,
@@ -21,6 +22,7 @@ from trainable._loop import CONFIG_KEY, METRICS, TAGS_KEY, fit, train
 from trainable._provenance import provenance
 
 __all__ = [
+    "COMPILE_MODES",
     "CONFIG_KEY",
     "METRICS",
     "RECIPES",

@@ -1,10 +1,14 @@
-"""The per-node cache: decoded datasets and predicted GHN parameters under one user directory.
+"""The per-node cache: decoded datasets, predicted GHN parameters and init diagnostics under one
+user directory.
 
-Trials that start together on one node race for the same entry: a file lock makes one of them
-compute it while the others wait, and the atomic rename means a reader never sees half a file.
-Entries are read with ``torch.load(weights_only=True)`` (tensors, dicts, lists and primitives
-only), so a planted file cannot run code; one that cannot be read is logged, removed and
-computed again instead of failing every later trial on the node.
+An entry is written once, atomically (temp file, fsync, rename), so a reader never sees half a
+file and needs no lock: trials that start together on a node read an existing entry at the same
+time. Only creating a missing entry takes the file lock, so one trial computes it while the
+others wait for it instead of computing it too. Entries are read with ``torch.load(mmap=True,
+weights_only=True)``: tensors are mapped from the file, not copied, so the trials on a node share
+one copy in the page cache, and only tensors, dicts, lists and primitives load, so a planted file
+cannot run code. One that cannot be read is logged, removed and computed again instead of
+failing every later trial on the node.
 """
 
 from __future__ import annotations
@@ -49,24 +53,42 @@ def source_hash(package: ModuleType) -> str:
 
 
 def cached_torch(kind: str, key: str, compute: Callable[[], Any]) -> Any:
-    """Load ``<cache>/<kind>/<key>.pt`` or compute, save atomically, and return it."""
+    """Load ``<cache>/<kind>/<key>.pt`` or compute, save atomically, and return it.
+
+    Tensors of a loaded entry are memory-mapped from the file (copy-on-write): read them, or
+    copy what you change.
+    """
     path = cache_dir() / kind / f"{key}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
+    found, value = _read(path, remove_bad=False)  # lock-free: the file is whole or absent
+    if found:
+        return value
     with FileLock(str(path) + ".lock"):
-        if path.exists():
-            try:
-                value = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - torch.load raises many types on a bad file
-                _logger.warning("cache entry %s is unreadable (%s: %s); removing it and "
-                                "computing it again", path, type(e).__name__, e)
-                path.unlink()
-            else:
-                _logger.debug("cache hit %s", path)
-                return value
+        found, value = _read(path, remove_bad=True)  # another trial may have written it
+        if found:
+            return value
         value = compute()
         save_atomic(value, path)
         _logger.info("cached %s", path)
-        return value
+    found, mapped = _read(path, remove_bad=False)  # the mapped copy, shared with other trials
+    return mapped if found else value
+
+
+def _read(path: Path, *, remove_bad: bool) -> tuple[bool, Any]:
+    """(True, entry) or (False, None) when ``path`` is absent or unreadable; an unreadable one
+    is removed when ``remove_bad`` (only under the lock: a writer may be about to replace it)."""
+    try:
+        value = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except FileNotFoundError:
+        return False, None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types on a bad file
+        if remove_bad:
+            _logger.warning("cache entry %s is unreadable (%s: %s); removing it and "
+                            "computing it again", path, type(e).__name__, e)
+            path.unlink(missing_ok=True)
+        return False, None
+    _logger.debug("cache hit %s", path)
+    return True, value
 
 
 def save_atomic(obj: Any, path: Path) -> None:

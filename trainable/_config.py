@@ -27,11 +27,13 @@ DEVICES = ("auto", "cpu", "cuda")
 # validation epoch" needs, for a fraction of the cost when the test split is large (10k images
 # against 1k training images in the paper's setting).
 TEST_EVALS = ("every_epoch", "on_best_val")
-# Capture of the train step (forward, loss and backward) with torch.compile: off (eager); on
-# (mode reduce-overhead, i.e. CUDA graphs, on CUDA; the default mode on CPU); auto (on for CUDA,
-# off on CPU, where compiling costs tens of seconds and gains little). A step that fails to compile
-# runs eagerly, with one warning saying why.
-COMPILE_MODES = ("off", "on", "auto")
+# Capture of the train step (forward, loss and backward) with torch.compile: off (eager);
+# default (torch.compile's default mode: fused kernels, Python still launches each one);
+# reduce-overhead (the same, replayed as CUDA graphs: one launch a step; on CPU, where there are
+# no CUDA graphs, it is the default mode); auto (reduce-overhead on CUDA, off on CPU, where
+# compiling costs tens of seconds and gains little). A step that fails to compile runs eagerly,
+# with one warning saying why.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "auto")
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
@@ -113,7 +115,7 @@ class TrialConfig:
     device: str = "auto"  # auto: cuda when present
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always checkpoints)
     test_eval: str = "every_epoch"  # every_epoch | on_best_val (see TEST_EVALS)
-    compile: str = "off"  # off | on | auto (see COMPILE_MODES): same training up to rounding
+    compile: str = "off"  # off | default | reduce-overhead | auto (see COMPILE_MODES)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     postproc: PostProcConfig = field(default_factory=PostProcConfig)

@@ -23,6 +23,7 @@ from torch import nn
 from ._cache import save_atomic
 from ._config import OptimConfig, TrialConfig
 from ._data import Splits, eval_batches, load_splits, steps_per_epoch, to_input, train_batches
+from ._diagnostics import init_summary
 from ._model import build_model
 from ._provenance import provenance
 from ._step import TrainStep, autocast
@@ -100,12 +101,12 @@ def fit(
     model, tags = build_model(cfg, splits.num_classes, classes=splits.classes)
     tags["device"] = torch.cuda.get_device_name(device) if cuda else str(device)
     tags.update(provenance(device))
-    # A fresh trial's first report also carries the init diagnostics, string tags (GHN checkpoint
-    # identity, code, versions, device) and the resolved flat config for the driver-side
-    # tracking; a resumed trial already sent them.
-    first: dict[str, Any] = {} if resume else {
-        **_init_summary(model), TAGS_KEY: tags, CONFIG_KEY: cfg.to_flat()}
     model.to(device, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+    # A fresh trial's first report also carries the init diagnostics (on the device, cached per
+    # node), string tags (GHN checkpoint identity, code, versions, device) and the resolved flat
+    # config for the driver-side tracking; a resumed trial already sent them.
+    first: dict[str, Any] = {} if resume else {
+        **init_summary(model), TAGS_KEY: tags, CONFIG_KEY: cfg.to_flat()}
     opt = make_optimizer(cfg.optim, model)
     per_epoch = steps_per_epoch(len(splits.train_y), cfg.optim.batch_size)
     sched = make_schedule(cfg.optim, opt, per_epoch)
@@ -200,13 +201,6 @@ def evaluate(
         loss_sum += F.cross_entropy(out[:real], yb[:real], reduction="sum")
         correct += (out[:real].argmax(1) == yb[:real]).sum()
     return loss_sum.item() / len(y), correct.item() / len(y)
-
-
-def _init_summary(model: nn.Module) -> dict[str, float]:
-    """Diversity of the initial parameters (postproc diagnostics), reported with epoch 1."""
-    from postproc import diversity_summary
-
-    return {k: float(v) for k, v in diversity_summary(model).items()}
 
 
 def limit_gpu_memory(device: torch.device, fraction: float) -> None:

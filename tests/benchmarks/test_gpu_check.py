@@ -21,6 +21,10 @@ def test_gpu_check_runs_every_section_at_tiny_sizes():
     for line in ("torch 2.", "trial resnet18 compile=off:", "trial_vs_bare=",
                  "resnet18 evaluation:", "paper resnet18 trial, compile=off:",
                  "no MPS: 1 x resnet18 at once:", "no MPS: 2 x resnet18 at once:",
-                 "MPS: CUDA only, skipped", "gpu_check done"):
+                 "MPS: CUDA only, skipped", "capture resnet18: off ",
+                 "compile cache: no compiled trial was measured",
+                 "target resnet18 trial_vs_bare, compile=off (>= 2.0): ",
+                 "target paper resnet18 trial seconds, compile=off (<= 20 s): ",
+                 "not judged at CPU sizes", "gpu_check done"):
         assert line in out, f"{line!r} missing from:\n{out}"
     assert "stopped:" not in out, out  # no concurrent worker died

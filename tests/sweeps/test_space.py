@@ -103,6 +103,14 @@ def test_learning_rate_is_searched_around_each_recipes_own():
         assert 0.5 * base <= trial_config(c, cfg).optim.lr <= 2.0 * base
 
 
+def test_every_sampled_trial_compiles_as_the_sweep_says():
+    for mode in ("off", "reduce-overhead"):
+        cfg = SweepConfig(archs=("resnet18",), compile=mode)
+        configs = _sample(cfg, 20)
+        assert {c["compile"] for c in configs} == {mode}
+        assert {trial_config(c, cfg).compile for c in configs} == {mode}
+
+
 def test_layer_share_and_max_sz_are_searched_behind_flags():
     plain = _sample(SweepConfig(), 60)
     assert not any(LAYER_SHARE in c or "postproc.max_sz" in c for c in plain)

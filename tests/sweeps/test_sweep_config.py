@@ -48,6 +48,8 @@ def test_preset_then_flags():
     (["--num-samples", "0"], "--num-samples: must be >= 1"),
     (["--checkpoint-every", "0"], "--checkpoint-every: must be >= 1"),
     (["--test-eval", "never"], "--test-eval: must be one of ('every_epoch', 'on_best_val')"),
+    (["--compile", "on"], "--compile: must be one of ('off', 'default', 'reduce-overhead', "
+     "'auto')"),
     (["--gpus-per-trial", "1.5"], "above 1 it must be a whole number"),
     (["--preset", "paper", "--archs", "resnet18"], "the paper recipe exists for"),
 ])
@@ -150,12 +152,23 @@ def test_paper_preset_uses_each_architectures_recipe():
     assert (resnet.postproc.layer, convnext.postproc.layer) == (37, 94)
     assert resnet.checkpoint_every == convnext.checkpoint_every == 30  # not every epoch
     assert resnet.test_eval == convnext.test_eval == "on_best_val"
+    assert resnet.compile == convnext.compile == "auto"  # reduce-overhead on their GPUs
 
 
 def test_checkpoint_every_reaches_the_trial():
     cfg = parse_args(["--checkpoint-every", "2"])
     sampled = {"arch": "resnet18", "optim.lr": 0.01, "init": "random"}
     assert trial_config({**sampled, **fixed_values(cfg)}, cfg).checkpoint_every == 2
+
+
+@pytest.mark.parametrize("argv, want", [([], "off"), (["--compile", "reduce-overhead"],
+                                                       "reduce-overhead"),
+                                          (["--preset", "paper", "--compile", "off"], "off")])
+def test_compile_flag_reaches_every_trial(argv, want):
+    cfg = parse_args(argv)
+    sampled = {"arch": cfg.archs[0], LR_SCALE: 1.0, "init": "random"}
+    assert trial_config({**sampled, **resolved_values(cfg, sampled)}, cfg).compile == want
+    assert {c["compile"] for c in baseline_configs(cfg)} == {want}
 
 
 def test_relative_paths_become_absolute(reference_dir, monkeypatch):

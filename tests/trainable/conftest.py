@@ -1,4 +1,5 @@
-"""Fixtures for trial tests: a per-session cache directory and tiny CPU trial configs."""
+"""Fixtures for trial tests: a per-session cache directory, tiny CPU trial configs, and a look at
+which files a tensor is memory-mapped from."""
 
 import os
 
@@ -35,3 +36,22 @@ def tiny(cifar_jpeg_dir):
         return flat
 
     return make
+
+
+@pytest.fixture
+def mapped_files():
+    """``f(tensor)``: the files whose memory mappings (/proc/self/maps) hold the tensor's data."""
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs Linux /proc")
+
+    def files(tensor):
+        ptr, found = tensor.data_ptr(), set()
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                start, end = (int(a, 16) for a in fields[0].split("-"))
+                if start <= ptr < end and len(fields) > 5:
+                    found.add(fields[5])
+        return found
+
+    return files

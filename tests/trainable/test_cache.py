@@ -1,11 +1,15 @@
-"""The node cache: safe loading, recomputation of unreadable entries, durable writes, keys."""
+"""The node cache: lock-free mapped reads, safe loading, recomputation of unreadable entries,
+durable writes, keys."""
 
 import importlib.util
 import logging
 import os
 import sys
+import threading
 
+import pytest
 import torch
+from filelock import FileLock, Timeout
 
 from trainable import _cache, _model
 from trainable._cache import cached_torch, save_atomic, source_hash
@@ -38,6 +42,35 @@ def test_corrupt_entry_is_logged_removed_and_recomputed(caplog):
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(3))  # rewritten
     cached_torch("test-corrupt", "k1", compute)
     assert calls == [1]  # the good entry is now a hit
+
+
+def test_entry_tensors_are_mapped_from_the_file_and_equal_the_computed_ones(mapped_files):
+    decoded = {"x": torch.randint(0, 256, (50, 8, 8, 3), dtype=torch.uint8), "y": torch.arange(50)}
+    calls, compute = _counting({k: v.clone() for k, v in decoded.items()})
+    path = _entry_path("test-mmap", "k3")
+    for _ in range(2):  # the computing trial and a later one both get the mapped copy
+        got = cached_torch("test-mmap", "k3", compute)
+        assert torch.equal(got["x"], decoded["x"]) and torch.equal(got["y"], decoded["y"])
+        assert mapped_files(got["x"]) == {str(path)}, "not memory-mapped from the entry"
+    assert calls == [1]
+
+
+def test_existing_entry_is_read_while_another_trial_holds_the_lock():
+    calls, compute = _counting({"x": torch.arange(4)})
+    cached_torch("test-lockfree", "k4", compute)
+    lock = str(_entry_path("test-lockfree", "k4")) + ".lock"
+    got = []
+    reader = threading.Thread(
+        target=lambda: got.append(cached_torch("test-lockfree", "k4", compute)), daemon=True)
+    with FileLock(lock):  # a trial creating another entry, or stuck: readers must not queue
+        with pytest.raises(Timeout):  # the lock does exclude other holders in this process
+            FileLock(lock, timeout=0).acquire()
+        reader.start()
+        reader.join(timeout=20)
+        finished = not reader.is_alive()
+    reader.join()
+    assert finished, "the read waited for the lock"
+    assert torch.equal(got[0]["x"], torch.arange(4)) and calls == [1]
 
 
 class Planted:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,6 +56,16 @@ def test_decoded_dataset_is_cached(cifar_jpeg_dir, monkeypatch):
 
     monkeypatch.setattr(_data, "_image_folder", boom)
     assert len(load_splits(cfg, torch.device("cpu")).train_y) == 50
+
+
+def test_decoded_dataset_is_read_mapped_and_equals_a_fresh_decode(cifar_jpeg_dir, mapped_files):
+    cfg = DataConfig(dataset=str(cifar_jpeg_dir))
+    cached = _data._decoded(cfg)  # decoded by an earlier test or now, then read back mapped
+    fresh = _data._image_folder(cifar_jpeg_dir.resolve(), cached["classes"])
+    for key in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(cached[key], fresh[key]), key
+    # The images are the cache file's pages, which the trials of a node share, not a copy.
+    assert {Path(f).parent.name for f in mapped_files(cached["train_x"])} == {"datasets"}
 
 
 def test_batched_crop_and_flip_match_per_image_ops():

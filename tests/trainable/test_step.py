@@ -1,13 +1,20 @@
-"""The train step (eager, compiled, compile failing), fused optimisers and the GPU memory cap."""
+"""The train step (eager, compiled, compile failing, CUDA graphs skipped, the node compile cache),
+fused optimisers and the GPU memory cap."""
 
 import copy
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 from trainable import TrialConfig, train
+from trainable._cache import CACHE_ENV, cache_dir
 from trainable._data import Splits
 from trainable._loop import limit_gpu_memory, make_optimizer
 from trainable._step import TrainStep, compile_mode
@@ -37,19 +44,23 @@ def _grads(model):
 
 def test_compile_mode_per_setting_and_device():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert [compile_mode(s, cpu) for s in ("off", "on", "auto")] == [None, "default", None]
-    assert [compile_mode(s, cuda) for s in ("off", "on", "auto")] == [
-        None, "reduce-overhead", "reduce-overhead"]
-    with pytest.raises(ValueError, match="compile: must be one of"):
-        TrialConfig(compile="yes")
+    settings = ("off", "default", "reduce-overhead", "auto")
+    # No CUDA graphs on CPU: reduce-overhead compiles as the default mode there.
+    assert [compile_mode(s, cpu) for s in settings] == [None, "default", "default", None]
+    assert [compile_mode(s, cuda) for s in settings] == [
+        None, "default", "reduce-overhead", "reduce-overhead"]
+    for bad in ("on", "yes", "max-autotune"):
+        with pytest.raises(ValueError, match="compile: must be one of .*'reduce-overhead'"):
+            TrialConfig(compile=bad)
 
 
 @pytest.mark.slow  # torch.compile on CPU: 10-40 s of C++ compilation
 def test_compiled_step_matches_eager_and_times_compilation_once():
     splits, model = _splits(), _tiny_model()
     twin = copy.deepcopy(model)
-    eager, compiled = TrainStep(model, splits, _cfg("off")), TrainStep(twin, splits, _cfg("on"))
-    assert compiled.mode == "default"
+    eager = TrainStep(model, splits, _cfg("off"))
+    compiled = TrainStep(twin, splits, _cfg("reduce-overhead"))
+    assert compiled.mode == "default"  # on CPU
     for i in range(2):
         model.zero_grad(), twin.zero_grad()
         (loss, out), (closs, cout) = eager(splits.train_x, splits.train_y), compiled(
@@ -70,7 +81,7 @@ def test_failing_compile_warns_once_and_trains_eagerly(monkeypatch, caplog):
     monkeypatch.setattr(torch, "compile", broken)
     splits, model = _splits(), _tiny_model()
     twin = copy.deepcopy(model)
-    eager, step = TrainStep(model, splits, _cfg("off")), TrainStep(twin, splits, _cfg("on"))
+    eager, step = TrainStep(model, splits, _cfg("off")), TrainStep(twin, splits, _cfg("default"))
     with caplog.at_level(logging.WARNING, logger="trainable._step"):
         for _ in range(3):
             model.zero_grad(), twin.zero_grad()
@@ -88,10 +99,69 @@ def test_trial_with_failing_compile_reports_what_eager_reports(tiny, monkeypatch
     flat = tiny(**{"optim.epochs": 1})
     eager = train(TrialConfig.from_flat(flat))
     monkeypatch.setattr(torch, "compile", lambda *a, **k: 1 / 0)
-    fallback = train(TrialConfig.from_flat({**flat, "compile": "on"}))
+    fallback = train(TrialConfig.from_flat({**flat, "compile": "default"}))
     for key in ("train/loss", "val/loss", "val/acc", "test/acc"):
         assert fallback[key] == eager[key], key
     assert fallback["compile_time_s"] == 0 == eager["compile_time_s"]
+
+
+def test_skipped_cuda_graphs_warn_once_and_the_step_stays_compiled(monkeypatch, caplog):
+    from torch._dynamo.utils import counters
+
+    def compile_skipping_graphs(fn, mode):
+        assert mode == "reduce-overhead"
+
+        def run(*args):
+            if not calls:  # torch decides at the first call, as inductor does
+                counters["inductor"]["cudagraph_skips"] += 1
+                threads.append(inductor.compile_threads)
+            calls.append(1)
+            return fn(*args)
+
+        return run
+
+    import torch._inductor.config as inductor
+
+    calls, threads, own = [], [], torch.get_num_threads()
+    monkeypatch.setattr(torch, "compile", compile_skipping_graphs)
+    monkeypatch.setattr(inductor, "compile_threads", 16)  # torch's choice on a 16-CPU node
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    splits = _splits()
+    step = TrainStep(_tiny_model(), splits, _cfg("reduce-overhead"))
+    step.mode = "reduce-overhead"  # as on CUDA
+    with caplog.at_level(logging.WARNING, logger="trainable._step"):
+        for _ in range(3):
+            step(splits.train_x, splits.train_y)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "skipped CUDA graphs" in warnings[0], warnings
+    assert step.mode == "reduce-overhead" and calls == [1, 1, 1]
+    assert threads == [own]  # compiled with the trial's own CPUs, not the node's
+    # The first compile pointed torch's caches at the node cache.
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache_dir() / "torch-compile")
+
+
+@pytest.mark.slow  # two CPU compiles in fresh processes: 20-40 s on 2 shared cores
+def test_second_compile_in_a_fresh_process_hits_the_node_cache(tmp_path):
+    script = """
+import torch
+from torch._dynamo.utils import counters
+from trainable._step import use_node_compile_cache
+use_node_compile_cache()
+torch.compile(lambda x: torch.relu(x).mul(2).sum())(torch.randn(64))
+print(counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"])
+"""
+    # As a Ray worker starts: torch's default directory in the environment, inherited.
+    env = {**os.environ, CACHE_ENV: str(tmp_path), "TORCHINDUCTOR_CACHE_DIR": default_cache_dir(),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=240)
+        assert done.returncode == 0, done.stderr
+        runs.append([int(v) for v in done.stdout.split()])
+    assert runs[0][0] == 0 and runs[0][1] > 0, runs
+    assert runs[1][0] > 0 and runs[1][1] == 0, runs  # loaded what the first process compiled
+    assert (tmp_path / "torch-compile" / "fxgraph").is_dir()
 
 
 def test_optimisers_are_fused_where_torch_can(monkeypatch, caplog):
