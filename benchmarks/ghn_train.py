@@ -9,6 +9,9 @@ Images are synthetic uint8 32x32 (the speed of a step does not depend on their c
     ghn_train device=cpu meta_batch=4 batch=64 hid=32 size=32 steps_per_s=<x> s_per_step=<y>
         peak_mem_mb=<z>
 
+then where a step's time goes: the GHN's prediction, the predicted nets' forward pass, and the
+rest (backward through both, the optimiser), each timed alone on fresh meta-batches.
+
     python benchmarks/ghn_train.py [--steps 10] [--meta-batch 4] [--device cuda]
 """
 
@@ -23,6 +26,7 @@ import time
 import torch
 
 from ghn._archs import FAMILIES
+from ghn._predict import predict_tensors
 from ghn._train import TrainConfig, Trainer, TrainImages
 
 
@@ -70,6 +74,7 @@ def main() -> None:
             torch.cuda.synchronize()
             peaks.append(torch.cuda.max_memory_allocated() / 2**20)
         times.append(time.perf_counter() - start)
+    split = _time_split(trainer, args.steps)
     if cuda:
         peak, where = max(peaks), torch.cuda.get_device_name(trainer.device)
     else:
@@ -79,6 +84,37 @@ def main() -> None:
           f"batch={args.batch_size} hid={args.hid} size={args.image_size} "
           f"steps_per_s={len(times) / sum(times):.3f} "
           f"s_per_step={statistics.median(times):.3f} peak_mem_mb={peak:.1f} ({where})")
+    step = statistics.median(times)
+    rest = max(step - split["predict"] - split["forward"], 0.0)
+    print(f"where a step goes (medians): GHN prediction {split['predict']:.3f} s "
+          f"({100 * split['predict'] / step:.0f}%), predicted nets' forward "
+          f"{split['forward']:.3f} s ({100 * split['forward'] / step:.0f}%), backward through "
+          f"both and the update {rest:.3f} s ({100 * rest / step:.0f}%)")
+
+
+def _time_split(trainer: Trainer, steps: int) -> dict[str, float]:
+    """Median seconds per step of the GHN's prediction and of the nets' forward pass alone, over
+    fresh meta-batches (what remains of a step is the backward pass and the optimiser)."""
+    predict, forward = [], []
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    for _ in range(steps):
+        specs = [trainer.sampler.sample(trainer.arch_rng) for _ in range(trainer.cfg.meta_batch)]
+        x, _ = trainer._batch()
+        t_pred = t_fwd = 0.0
+        for spec in specs:
+            model, graph = trainer._model(spec)
+            sync()
+            t0 = time.perf_counter()
+            params = predict_tensors(trainer.ghn, graph, model)
+            sync()
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                torch.func.functional_call(model, params, (x,))
+            sync()
+            t_pred, t_fwd = t_pred + t1 - t0, t_fwd + time.perf_counter() - t1
+        predict.append(t_pred)
+        forward.append(t_fwd)
+    return {"predict": statistics.median(predict), "forward": statistics.median(forward)}
 
 
 if __name__ == "__main__":
