@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow.fs
 from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search import ConcurrencyLimiter
 
 from ._config import SweepConfig
 from ._identity import config_record
@@ -78,11 +79,20 @@ def apply_harmless(tuner: tune.Tuner, cfg: SweepConfig) -> None:
             callback.tracking_uri = cfg.tracking_uri
 
 
+class Limiter(ConcurrencyLimiter):
+    """A ConcurrencyLimiter whose limit a restore leaves as `apply_harmless` set it (Tune puts
+    back the saved searcher state, the first start's limit included)."""
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state({**state, "max_concurrent": self.max_concurrent})
+
+
 class SchedulerState(tune.Callback):
     """Keeps ASHA's rungs in Tune's experiment state, so ``Tuner.restore`` brings them back.
 
     Tune pickles the callbacks and the scheduler of a Tuner together, so after a restore
     ``scheduler`` is again the scheduler Tune runs. ``restored``: the rung entries put back.
+    (ASHA's rungs are private attributes of Ray's scheduler: Tune offers no other way in.)
     """
 
     def __init__(self, scheduler: AsyncHyperBandScheduler) -> None:
@@ -107,7 +117,8 @@ class SchedulerState(tune.Callback):
                 recorded.update(entries)
                 self.restored += len(entries)
         self.scheduler._num_stopped = state["asha_stopped"]
-        _logger.info("restored ASHA's rungs: %d entries", self.restored)
+        # The sweep's own view, as the progress line: says what the resumed ASHA knows.
+        print(f"resume: ASHA's rungs restored ({self.restored} entries)", flush=True)
 
 
 def heal_checkpoints(tuner: tune.Tuner) -> int:

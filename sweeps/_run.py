@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis._data import DIVERGED, FAILED, FINISHED, INTERRUPTED, STOPPED_EARLY
@@ -33,7 +33,14 @@ from trainable import prepare_data
 from ._config import SweepConfig, parse_command
 from ._identity import ID_FILE, new_sweep_id, read_sweep_id, read_sweep_record, write_sweep_id
 from ._progress import ProgressCallback, describe
-from ._resume import HARMLESS, SchedulerState, apply_harmless, config_changes, heal_checkpoints
+from ._resume import (
+    HARMLESS,
+    Limiter,
+    SchedulerState,
+    apply_harmless,
+    config_changes,
+    heal_checkpoints,
+)
 from ._space import REPEAT_OF, SearchSpace, baseline_configs, baselines, plan, trial_config
 from ._trial import sweep_trial
 from .tracking import MlflowTrackingCallback, find_parent_run, probe, sweep_interrupted
@@ -91,7 +98,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
                 self._told_before_restore.add(ours[t.number])
 
 
-def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
+def _searcher(cfg: SweepConfig) -> Limiter:
     storage = None
     if cfg.results_dir is not None:  # the study sits next to the results, for inspection
         cfg.results_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +107,7 @@ def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
         space=SearchSpace(cfg), metric=METRIC, mode=MODE, points_to_evaluate=baselines(cfg),
         sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=cfg.sweep_name,
         storage=storage, max_epochs=cfg.max_epochs)
-    return ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
+    return Limiter(search, max_concurrent=cfg.max_concurrent)
 
 
 def trial_dirname(trial) -> str:
@@ -192,7 +199,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial,
               "reuse_actors": True}
     if repeats is not None:
         tune_config = tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(FixedConfigs(repeats), cfg.max_concurrent),
+            search_alg=Limiter(FixedConfigs(repeats), cfg.max_concurrent),
             num_samples=len(repeats), **common)
     else:
         tune_config = tune.TuneConfig(scheduler=scheduler, search_alg=_searcher(cfg),

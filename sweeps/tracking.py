@@ -337,7 +337,8 @@ class MlflowTrackingCallback(tune.Callback):
                     "deleting run %s (%s): the sweep's killed driver started its trial after "
                     "Tune's last saved state, and the resumed sweep ran another in its place%s",
                     run.info.run_id, run.info.run_name,
-                    f"; the {epochs} epoch(s) it logged are not part of the sweep" if epochs else "")
+                    f"; the {epochs} epoch(s) it logged are not part of the sweep"
+                    if epochs else "")
                 self._client.delete_run(run.info.run_id)
             elif trial.status == "ERROR":
                 self._ensure_run(trial)
