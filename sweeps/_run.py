@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from trainable import prepare_data
 
 from ._config import SweepConfig, parse_command
 from ._identity import ID_FILE, new_sweep_id, read_sweep_id, read_sweep_record, write_sweep_id
+from ._loopback import start_local_ray
 from ._progress import ProgressCallback, describe
 from ._resume import (
     HARMLESS,
@@ -418,29 +418,12 @@ def _store_exists(uri: str) -> bool:
 
 
 def start_ray(cfg: SweepConfig) -> None:
-    """Join the cluster at ``--address``, or start Ray in this process, on 127.0.0.1 only.
-
-    In-process Ray listens where ``ray`` chose when it was imported (see ``sweeps/_loopback``).
-    On loopback nothing off this machine reaches it, and Ray's token authentication would only
-    print a note; elsewhere it stays on (Ray's default for a new local cluster), and we say so.
-    """
+    """Join the cluster at ``--address``, or start Ray in this process, on 127.0.0.1 only
+    (`sweeps._loopback.start_local_ray`)."""
     if cfg.address:
         ray.init(address=cfg.address, logging_level=logging.WARNING, log_to_driver=False)
-        return
-    ip = ray.util.get_node_ip_address()
-    if ipaddress.ip_address(ip).is_loopback:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     else:
-        off = os.environ.get("RAY_AUTH_MODE") == "disabled"
-        _logger.warning("in-process Ray will listen on %s, not only on 127.0.0.1 (ray was "
-                        "imported before sweeps._loopback.listen_on_loopback ran); %s", ip,
-                        "RAY_AUTH_MODE=disabled: whoever reaches that address can run code "
-                        "here" if off else "its token authentication stays on")
-    # "local": a Ray of this sweep's own, never one that `ray start` left on this machine (which
-    # ray.init() would join). Workers' logs stay in the results dir; failures still reach this
-    # terminal through Tune.
-    ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False,
-             include_dashboard=False)
+        start_local_ray()
 
 
 def _bad_input(message: str) -> typing.NoReturn:
