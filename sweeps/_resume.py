@@ -24,7 +24,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ._config import SweepConfig
-from ._identity import config_record
+from ._identity import ID_FILE, config_record, read_sweep_record
 
 _logger = logging.getLogger(__name__)
 
@@ -59,6 +59,36 @@ def config_changes(stored: dict[str, Any], cfg: SweepConfig) -> tuple[list[tuple
         (harmless if field in HARMLESS and not device_change else harmful).append(
             (field, old, new))
     return harmful, harmless
+
+
+def resumed_record(cfg: SweepConfig) -> dict[str, Any]:
+    """The stored record of the sweep ``--resume`` continues, once its configuration is compared
+    with ``cfg``: Tune restores the searcher and the trials as they were, so a change that
+    alters the search or the trials raises ValueError naming the fields (the sweep exits 2);
+    harmless ones are printed."""
+    try:
+        record = read_sweep_record(cfg)
+    except FileNotFoundError:
+        raise ValueError(f"--resume: {cfg.sweep_path} has no {ID_FILE} (the sweep's id, which "
+                         "finds its MLflow parent run); it was started by an older version: "
+                         "finish it with that version, or start a new sweep with --name "
+                         "NEW_NAME") from None
+    if "config" not in record:
+        print(f"resume: {ID_FILE} holds no configuration (an older version started the sweep): "
+              "the flags are not compared with the sweep's")
+        return record
+    harmful, harmless = config_changes(record["config"], cfg)
+    if harmful:
+        changes = "; ".join(f"--{f.replace('_', '-')} {old!r} -> {new!r}"
+                            for f, old, new in harmful)
+        raise ValueError(f"--resume: the sweep {cfg.sweep_name!r} ran with other values "
+                         f"({changes}), which change what it searches or how its trials run. "
+                         "Resume it with the values it ran with, or start a new sweep with "
+                         "--name NEW_NAME")
+    for field, old, new in harmless:
+        print(f"resume: --{field.replace('_', '-')} {old!r} -> {new!r} accepted: "
+              f"{HARMLESS[field]}")
+    return record
 
 
 def apply_harmless(tuner: tune.Tuner, cfg: SweepConfig) -> None:

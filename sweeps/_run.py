@@ -30,17 +30,10 @@ from ghn import resolve_checkpoint
 from trainable import prepare_data
 
 from ._config import SweepConfig, parse_command
-from ._identity import ID_FILE, new_sweep_id, read_sweep_id, read_sweep_record, write_sweep_id
+from ._identity import new_sweep_id, read_sweep_id, write_sweep_id
 from ._loopback import start_local_ray
 from ._progress import ProgressCallback, describe
-from ._resume import (
-    HARMLESS,
-    Limiter,
-    SchedulerState,
-    apply_harmless,
-    config_changes,
-    heal_checkpoints,
-)
+from ._resume import Limiter, SchedulerState, apply_harmless, heal_checkpoints, resumed_record
 from ._space import REPEAT_OF, SearchSpace, baseline_configs, baselines, plan, trial_config
 from ._trial import sweep_trial
 from .tracking import MlflowTrackingCallback, find_parent_run, probe, sweep_interrupted
@@ -345,7 +338,10 @@ def _prepare(cfg: SweepConfig) -> dict | None:
         _bad_input(f"--name: a sweep named {cfg.sweep_name!r} already exists at "
                    f"{cfg.sweep_path}; continue it with --resume, or start another with "
                    "--name NEW_NAME")
-    record = _check_resume(cfg) if cfg.resume else None
+    try:
+        record = resumed_record(cfg) if cfg.resume else None
+    except ValueError as e:
+        _bad_input(str(e))
     try:
         resolve_checkpoint(cfg.ghn)
     except FileNotFoundError as e:
@@ -359,34 +355,6 @@ def _prepare(cfg: SweepConfig) -> dict | None:
         prepare_data(data)
     except (OSError, RuntimeError, ValueError) as e:
         _bad_input(f"--dataset {cfg.dataset!r}: {e}")
-    return record
-
-
-def _check_resume(cfg: SweepConfig) -> dict:
-    """The stored record of the sweep ``--resume`` continues, after comparing its configuration
-    with ``cfg``: a change that alters the search or the trials exits 2 naming the fields (Tune
-    restores the searcher and the trials as they were, so they would disagree with the flags);
-    a harmless one (`sweeps._resume.HARMLESS`) is accepted and said."""
-    try:
-        record = read_sweep_record(cfg)
-    except FileNotFoundError:
-        _bad_input(f"--resume: {cfg.sweep_path} has no {ID_FILE} (the sweep's id, which finds "
-                   "its MLflow parent run); it was started by an older version: finish it "
-                   "with that version, or start a new sweep with --name NEW_NAME")
-    if "config" not in record:
-        print(f"resume: {ID_FILE} holds no configuration (an older version started the sweep): "
-              "the flags are not compared with the sweep's")
-        return record
-    harmful, harmless = config_changes(record["config"], cfg)
-    if harmful:
-        changes = "; ".join(f"--{f.replace('_', '-')} {old!r} -> {new!r}"
-                            for f, old, new in harmful)
-        _bad_input(f"--resume: the sweep {cfg.sweep_name!r} ran with other values ({changes}), "
-                   "which change what it searches or how its trials run. Resume it with the "
-                   "values it ran with, or start a new sweep with --name NEW_NAME")
-    for field, old, new in harmless:
-        print(f"resume: --{field.replace('_', '-')} {old!r} -> {new!r} accepted: "
-              f"{HARMLESS[field]}")
     return record
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from sweeps._config import SweepConfig
 from sweeps._identity import write_sweep_id
-from sweeps._resume import HARMLESS, config_changes
-from sweeps._run import PrunedAwareOptunaSearch, _check_resume
+from sweeps._resume import HARMLESS, config_changes, resumed_record
+from sweeps._run import PrunedAwareOptunaSearch, _prepare
 
 
 def _started(tmp_path, **fields) -> SweepConfig:
@@ -46,7 +46,7 @@ def test_a_gpu_share_is_harmless_but_a_change_of_device_is_not(tmp_path):
 def test_resume_with_changed_search_flags_exits_2_naming_them(tmp_path, capsys):
     cfg = _started(tmp_path)
     with pytest.raises(SystemExit) as e:
-        _check_resume(dataclasses.replace(cfg, seed=3, num_samples=20, resume=True))
+        _prepare(dataclasses.replace(cfg, seed=3, num_samples=20, resume=True))
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--num-samples 8 -> 20" in err and "--seed 0 -> 3" in err and "--name" in err
@@ -54,7 +54,7 @@ def test_resume_with_changed_search_flags_exits_2_naming_them(tmp_path, capsys):
 
 def test_resume_accepts_and_says_harmless_changes(tmp_path, capsys):
     cfg = _started(tmp_path)
-    record = _check_resume(dataclasses.replace(cfg, max_concurrent=4, resume=True))
+    record = resumed_record(dataclasses.replace(cfg, max_concurrent=4, resume=True))
     assert record["sweep_id"] == "id-1"
     out = capsys.readouterr().out
     assert "resume: --max-concurrent 2 -> 4 accepted: how many trials run at once" in out
