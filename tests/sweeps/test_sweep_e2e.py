@@ -127,34 +127,39 @@ COUNTS = re.compile(r"(\d+) running · (\d+) finished · (\d+) stopped early · 
 
 
 def _saved_rungs(sweep_dir: Path) -> dict[tuple, float]:
-    """ASHA's rung entries in the newest callback state Tune saved with the experiment."""
-    newest = max(sweep_dir.glob("callback-states-*.pkl"), key=lambda f: f.stat().st_mtime)
-    (state,) = [s for s in pickle.loads(newest.read_bytes()).values()
-                if s and "asha_rungs" in s]
+    """ASHA's rung entries in the newest callback state Tune saved with the experiment (none
+    before its first save, or while Tune copies the file)."""
+    try:
+        newest = max(sweep_dir.glob("callback-states-*.pkl"), key=lambda f: f.stat().st_mtime)
+        (state,) = [s for s in pickle.loads(newest.read_bytes()).values()
+                    if s and "asha_rungs" in s]
+    except (ValueError, EOFError, pickle.UnpicklingError):
+        return {}
     return {(b, milestone, trial): value for b, bracket in enumerate(state["asha_rungs"])
             for milestone, recorded in bracket for trial, value in recorded.items()}
 
 
 @pytest.mark.slow
 def test_killed_driver_resumes_as_if_never_interrupted(tmp_path, reference_dir, cifar_jpeg_dir):
-    """The drill: ``kill -9`` of the driver while ASHA (grace period 1 of 3 epochs) has rungs,
+    """The drill: ``kill -9`` of the driver while ASHA (grace period 1 of 2 epochs) has rungs,
     then ``--resume``: one run per trial, all closed, counts and rungs of the whole sweep."""
     n = 4
     argv = _argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", str(n),
-                 "--max-epochs", "3", "--grace-period", "1", "--n-shots", "5")
+                 "--max-epochs", "2", "--grace-period", "1", "--n-shots", "5")
     proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
     deadline = time.time() + 600
-    for line in proc.stdout:  # kill -9 once a trial has ended and others run
-        counts = COUNTS.search(line)
-        if counts and sum(map(int, counts.groups()[1:])) >= 1 or time.time() > deadline:
+    for line in proc.stdout:  # kill -9 once a trial has ended, others run, and Tune's saved
+        counts = COUNTS.search(line)  # state holds rung entries
+        ended = sum(map(int, counts.groups()[1:])) if counts else 0
+        if 1 <= ended < n and _saved_rungs(sweep_dir) or time.time() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
     before = _saved_rungs(sweep_dir)
-    assert before  # trials had reached ASHA's first rung in Tune's last saved state
+    assert before
     resumed = subprocess.run([*argv, "--resume"], cwd=tmp_path, env=_env(tmp_path),
                              capture_output=True, text=True, timeout=900)
     output = resumed.stdout + resumed.stderr
