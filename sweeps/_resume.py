@@ -35,6 +35,7 @@ _logger = logging.getLogger(__name__)
 HARMLESS = {
     "address": "where Ray runs, not what it runs",
     "storage": "the sweep was found there (the same place spelt another way)",
+    "name": "the sweep was found by it (its default name, given explicitly, or the reverse)",
     "tracking_uri": "the same MLflow store reached at another address (its parent run of this "
                     "sweep must be there)",
     "max_concurrent": "how many trials run at once, not which",

@@ -32,6 +32,8 @@ def test_changes_that_alter_the_search_or_the_trials_are_told_from_harmless_ones
     assert harmless == [("max_concurrent", 2, 8),
                         ("tracking_uri", "sqlite:///mlflow.db", "sqlite:///elsewhere.db")]
     assert config_changes(stored, dataclasses.replace(cfg, resume=True)) == ([], [])
+    explicit = dataclasses.replace(cfg, name=cfg.sweep_name, resume=True)  # the same sweep
+    assert config_changes(stored, explicit) == ([], [("name", "", "noise_vs_lr-smoke")])
 
 
 def test_a_gpu_share_is_harmless_but_a_change_of_device_is_not(tmp_path):
