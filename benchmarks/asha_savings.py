@@ -12,6 +12,10 @@ Prints the epochs of both and the best configuration of each, then, last,
 
 from __future__ import annotations
 
+from sweeps._loopback import listen_on_loopback, start_local_ray
+
+listen_on_loopback()  # before Ray is imported (below): its processes listen on 127.0.0.1 only
+
 import argparse
 import os
 import tempfile
@@ -44,9 +48,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SweepConfig(num_samples=args.trials, max_epochs=args.epochs, grace_period=1,
                           reduction_factor=2, dataset=args.dataset, ghn=args.ghn,

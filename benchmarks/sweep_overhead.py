@@ -28,6 +28,10 @@ prints each, then the medians, and, last, `sweep_overhead=<median fraction>`.
 
 from __future__ import annotations
 
+from sweeps._loopback import listen_on_loopback, start_local_ray
+
+listen_on_loopback()  # before Ray is imported (below): its processes listen on 127.0.0.1 only
+
 import argparse
 import json
 import os
@@ -138,7 +142,6 @@ def main() -> None:
                         help="epochs between a trial's checkpoints (default: the smoke preset's)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # as the sweep's command
     # The figure is a ratio: a faster CPU shortens the trials more than Ray's fixed costs.
@@ -161,7 +164,7 @@ def main() -> None:
                 _prepare(cfg)  # trials, MLflow's store created while Ray starts
                 start = time.perf_counter()
                 tracking.connect()
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                start_local_ray(num_cpus=2)
                 print(f"ray_start_s={time.perf_counter() - start:.1f}")
             else:
                 tracking.connect()

@@ -8,6 +8,7 @@ the run if they differ.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ import torch
 
 def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool) -> None:
     """Run ``_worker`` on ``num_workers`` Ray Train workers (Ray starts locally if needed, and
-    stops again at the end: a caller's own Ray, or a cluster's, is left as it was)."""
+    stops again at the end: a caller's own Ray, or a cluster's at ``RAY_ADDRESS``, is left as
+    it was).
+
+    A Ray started here listens on 127.0.0.1 only, as a local sweep's (``sweeps/_loopback.py``,
+    which this lower package cannot import): Ray reads the switch when it is imported.
+    """
+    local = not os.environ.get("RAY_ADDRESS")
+    if local:  # too late if Ray was imported already (it then listens where it chose)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -29,6 +38,8 @@ def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool
                              storage_path=str(out.parent / "ray_train")),
     )
     started_here = not ray.is_initialized()
+    if started_here and local:  # a Ray of its own, never one `ray start` left (ray.init joins)
+        ray.init(address="local", include_dashboard=False)
     try:
         trainer.fit()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -54,6 +55,14 @@ class ProgressCallback(tune.Callback):
         self.trials: dict[str, TrialState] = {}
         self.best: tuple[float, dict, str] | None = None  # value, sampled config, trial name
         self._last_line = ""
+
+    def get_state(self) -> dict[str, Any]:
+        """The trials seen so far, saved by Tune with its experiment state: a resumed sweep's
+        view (and the parent run's counters) covers the trials that ended before the restart."""
+        return {"trials": {tid: dataclasses.asdict(s) for tid, s in self.trials.items()}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.trials = {tid: TrialState(**s) for tid, s in state["trials"].items()}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune marks the trial RUNNING only after this hook; shown running now, so the view

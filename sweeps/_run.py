@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis._data import DIVERGED, FAILED, FINISHED, INTERRUPTED, STOPPED_EARLY
@@ -31,8 +30,10 @@ from ghn import resolve_checkpoint
 from trainable import prepare_data
 
 from ._config import SweepConfig, parse_command
-from ._identity import ID_FILE, new_sweep_id, read_sweep_id, write_sweep_id
+from ._identity import new_sweep_id, read_sweep_id, write_sweep_id
+from ._loopback import start_local_ray
 from ._progress import ProgressCallback, describe
+from ._resume import Limiter, SchedulerState, apply_harmless, heal_checkpoints, resumed_record
 from ._space import REPEAT_OF, SearchSpace, baseline_configs, baselines, plan, trial_config
 from ._trial import sweep_trial
 from .tracking import MlflowTrackingCallback, find_parent_run, probe, sweep_interrupted
@@ -54,16 +55,43 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args: typing.Any, max_epochs: int, **kwargs: typing.Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+        self._told_before_restore: set[str] = set()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._told_before_restore:
+            super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if trial_id in self._told_before_restore:  # Optuna keeps the first telling
+            self._completed_trials.add(trial_id)
+            return
         stopped = (bool(result) and not error and result.get("epoch", 0) < self.max_epochs
                    and not result.get("diverged", 0) > 0)
         # OptunaSearch tells PRUNED for a trial that ended without a result and without error.
         super().on_trial_complete(trial_id, None if stopped else result, error)
 
+    def restore(self, checkpoint_path: str) -> None:
+        """The searcher of Tune's last saved state, reconciled with the study, which is ahead.
 
-def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
+        The study is written at once (SQLite), Tune's state only now and then. A trial that
+        ended after the last state save of a killed driver is told to Optuna already, yet Tune
+        runs it again (from its checkpoint): Optuna refuses a second telling ("Cannot tell a
+        COMPLETE trial"), so it is skipped. A trial the killed driver started after that save is
+        unknown to the restored sweep, which samples another in its place: it failed.
+        """
+        super().restore(checkpoint_path)
+        ours = {t.number: tid for tid, t in self._ot_trials.items()}
+        self._told_before_restore = set()
+        for t in self._ot_study.get_trials(deepcopy=False):
+            if t.number not in ours:
+                if t.state == optuna.trial.TrialState.RUNNING:
+                    self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            elif t.state.is_finished() and ours[t.number] not in self._completed_trials:
+                self._told_before_restore.add(ours[t.number])
+
+
+def _searcher(cfg: SweepConfig) -> Limiter:
     storage = None
     if cfg.results_dir is not None:  # the study sits next to the results, for inspection
         cfg.results_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +100,7 @@ def _searcher(cfg: SweepConfig) -> ConcurrencyLimiter:
         space=SearchSpace(cfg), metric=METRIC, mode=MODE, points_to_evaluate=baselines(cfg),
         sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=cfg.sweep_name,
         storage=storage, max_epochs=cfg.max_epochs)
-    return ConcurrencyLimiter(search, max_concurrent=cfg.max_concurrent)
+    return Limiter(search, max_concurrent=cfg.max_concurrent)
 
 
 def trial_dirname(trial) -> str:
@@ -135,6 +163,12 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial,
     # Tune's per-trial result.json and progress.csv, which the ResultGrid reads, whatever
     # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`main` sets it).
     callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback()]
+    scheduler = None
+    if repeats is None:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
+                                  grace_period=cfg.grace_period,
+                                  reduction_factor=cfg.reduction_factor)
+        callbacks.append(SchedulerState(scheduler))  # its rungs, saved with Tune's state
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, sweep=cfg),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
@@ -144,23 +178,23 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn=sweep_trial,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # Two, not one: Tune deletes the older checkpoint when the newer one reaches the driver,
         # but the experiment state that --resume reads is saved only now and then, so after a
-        # killed driver it may still name the older one.
+        # killed driver it may still name the older one (see sweeps._resume.heal_checkpoints).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
     if cfg.resume and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        apply_harmless(tuner, cfg)
+        heal_checkpoints(tuner)
+        return tuner
     common = {"metric": METRIC, "mode": MODE, "trial_dirname_creator": trial_dirname,
               # A new trial reuses a finished one's process: no second torch import, and the
               # node's caches are warm.
               "reuse_actors": True}
     if repeats is not None:
         tune_config = tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(FixedConfigs(repeats), cfg.max_concurrent),
+            search_alg=Limiter(FixedConfigs(repeats), cfg.max_concurrent),
             num_samples=len(repeats), **common)
     else:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
-                                  grace_period=cfg.grace_period,
-                                  reduction_factor=cfg.reduction_factor)
         tune_config = tune.TuneConfig(scheduler=scheduler, search_alg=_searcher(cfg),
                                       num_samples=cfg.num_samples, **common)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
@@ -294,8 +328,9 @@ def _log_to_parent(cfg: SweepConfig, table: Path, best_config: dict | None) -> N
                         cfg.tracking_uri, e, table)
 
 
-def _prepare(cfg: SweepConfig) -> None:
-    """Download the checkpoint and the data here, once, so bad input fails before any trial."""
+def _prepare(cfg: SweepConfig) -> dict | None:
+    """Check what can be checked before Ray starts, and download the checkpoint and the data
+    here, once, so that bad input fails before any trial. Returns a resumed sweep's record."""
     exists = tune.Tuner.can_restore(cfg.sweep_path)
     if cfg.resume and not exists:
         _bad_input(f"--resume: there is no sweep to resume at {cfg.sweep_path}")
@@ -303,6 +338,10 @@ def _prepare(cfg: SweepConfig) -> None:
         _bad_input(f"--name: a sweep named {cfg.sweep_name!r} already exists at "
                    f"{cfg.sweep_path}; continue it with --resume, or start another with "
                    "--name NEW_NAME")
+    try:
+        record = resumed_record(cfg) if cfg.resume else None
+    except ValueError as e:
+        _bad_input(str(e))
     try:
         resolve_checkpoint(cfg.ghn)
     except FileNotFoundError as e:
@@ -316,18 +355,7 @@ def _prepare(cfg: SweepConfig) -> None:
         prepare_data(data)
     except (OSError, RuntimeError, ValueError) as e:
         _bad_input(f"--dataset {cfg.dataset!r}: {e}")
-
-
-def _sweep_id(cfg: SweepConfig) -> str:
-    """The id stored by the sweep being resumed, or a fresh sweep's new one."""
-    if not cfg.resume:
-        return new_sweep_id()
-    try:
-        return read_sweep_id(cfg)
-    except FileNotFoundError:
-        _bad_input(f"--resume: {cfg.sweep_path} has no {ID_FILE} (the sweep's id, which finds "
-                   "its MLflow parent run); it was started by an older version: finish it "
-                   "with that version, or start a new sweep with --name NEW_NAME")
+    return record
 
 
 def _refuse_name_clash(cfg: SweepConfig, tracking: MlflowTrackingCallback) -> None:
@@ -342,35 +370,28 @@ def _refuse_name_clash(cfg: SweepConfig, tracking: MlflowTrackingCallback) -> No
                    "--storage it used")
 
 
+def _refuse_other_store(cfg: SweepConfig, tracking: MlflowTrackingCallback,
+                        stored_uri: str) -> None:
+    """A resumed sweep's new --tracking-uri must reach the store that holds its parent run."""
+    if tracking.has_parent_run() is False:
+        _bad_input(f"--tracking-uri: the MLflow store at {cfg.tracking_uri} holds no parent run "
+                   f"of this sweep (experiment {cfg.experiment!r}, sweep id "
+                   f"{tracking.sweep_id}); it is tracked at {stored_uri}: resume it with that "
+                   "--tracking-uri, or the same store's new address")
+
+
 def _store_exists(uri: str) -> bool:
     """False only for a SQLite store whose file is not there yet."""
     return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
 
 
 def start_ray(cfg: SweepConfig) -> None:
-    """Join the cluster at ``--address``, or start Ray in this process, on 127.0.0.1 only.
-
-    In-process Ray listens where ``ray`` chose when it was imported (see ``sweeps/_loopback``).
-    On loopback nothing off this machine reaches it, and Ray's token authentication would only
-    print a note; elsewhere it stays on (Ray's default for a new local cluster), and we say so.
-    """
+    """Join the cluster at ``--address``, or start Ray in this process, on 127.0.0.1 only
+    (`sweeps._loopback.start_local_ray`)."""
     if cfg.address:
         ray.init(address=cfg.address, logging_level=logging.WARNING, log_to_driver=False)
-        return
-    ip = ray.util.get_node_ip_address()
-    if ipaddress.ip_address(ip).is_loopback:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     else:
-        off = os.environ.get("RAY_AUTH_MODE") == "disabled"
-        _logger.warning("in-process Ray will listen on %s, not only on 127.0.0.1 (ray was "
-                        "imported before sweeps._loopback.listen_on_loopback ran); %s", ip,
-                        "RAY_AUTH_MODE=disabled: whoever reaches that address can run code "
-                        "here" if off else "its token authentication stays on")
-    # "local": a Ray of this sweep's own, never one that `ray start` left on this machine (which
-    # ray.init() would join). Workers' logs stay in the results dir; failures still reach this
-    # terminal through Tune.
-    ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False,
-             include_dashboard=False)
+        start_local_ray()
 
 
 def _bad_input(message: str) -> typing.NoReturn:
@@ -391,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     """Run the sweep ``cfg``: the search, then the repeats; ``argv`` (default
     ``sys.argv[1:]``) is echoed in the hint to ``--resume`` an interrupted sweep."""
-    _prepare(cfg)
-    sweep_id = _sweep_id(cfg)
+    record = _prepare(cfg)
+    sweep_id = str(record["sweep_id"]) if record else new_sweep_id()
     # Checkpointing every epoch (--checkpoint-every 1) is deliberate; don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # MLflow is the sweep's record: no third copy of the metrics as TensorBoard events (with
@@ -405,6 +426,8 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
         if not new_store:  # a new store holds no sweep: don't wait ~4 s for its creation
             _refuse_name_clash(cfg, tracking)
         write_sweep_id(cfg, sweep_id)
+    elif record.get("config", {}).get("tracking_uri", cfg.tracking_uri) != cfg.tracking_uri:
+        _refuse_other_store(cfg, tracking, record["config"]["tracking_uri"])
     start_ray(cfg)
     start = time.time()
     out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
@@ -419,7 +442,7 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
         tracking.close_parent()
     if configs:
         print(f"repeats: {len(configs) // cfg.repeats} configurations x {cfg.repeats} seeds")
-        tracking = _tracking(cfg, sweep_id, final=True)
+        tracking = _tracking(cfg, sweep_id, final=True, phase="repeats")
         progress = ProgressCallback(METRIC, cfg.max_epochs, tracking, phase="repeats")
         result_grid = build_tuner(cfg, [tracking, progress], repeats=configs).fit()
         _finish(cfg, result_grid, out, phase="repeats")
@@ -436,12 +459,13 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     return 0
 
 
-def _tracking(cfg: SweepConfig, sweep_id: str, final: bool) -> MlflowTrackingCallback:
+def _tracking(cfg: SweepConfig, sweep_id: str, final: bool,
+              phase: str = "search") -> MlflowTrackingCallback:
     """The tracking callback of one phase; ``final``: its end closes the parent run."""
     return MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
         sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, sweep_id=sweep_id,
-        final=final)
+        final=final, phase=phase)
 
 
 def _interrupted(result_grid, total: int) -> bool:

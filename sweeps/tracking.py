@@ -6,8 +6,12 @@ kept with the Ray experiment), and found again by the id, never by the name alon
 opens a child run when a trial starts, logs each epoch's metrics with step = epoch, and closes
 the run FINISHED, KILLED (stopped early, tagged ``ghn_sweep.stopped_early``) or FAILED.
 After ``Tuner.restore`` (or a retried trial) it finds the trial's existing run by its
-``ray.trial_id`` tag and continues it, skipping epochs that run already holds. Workers never talk
-to MLflow, so on a cluster the tracking server need only be reachable from the head node.
+``ray.trial_id`` tag and continues it, skipping epochs that run already holds. At the
+experiment's end it settles what a killed driver left open: the runs of trials that ended
+meanwhile are closed as Tune recorded them, and a run of a trial Tune never recorded (started
+after Tune's last saved state; the restored sweep runs another in its place) is deleted.
+Workers never talk to MLflow, so on a cluster the tracking server need only be reachable from
+the head node.
 
 MLflow calls run in order on one writer thread, so the hooks return at once: Tune holds a trial
 back until the driver's callbacks are done with its result, and a store's latency (tens of ms
@@ -45,7 +49,6 @@ SWEEP_TAG = "ghn_sweep.sweep"
 SWEEP_ID_TAG = "ghn_sweep.sweep_id"
 STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
 DIVERGED_TAG = "ghn_sweep.diverged"
-ORPHAN_TAG = "ghn_sweep.orphaned"
 INTERRUPTED_TAG = "ghn_sweep.interrupted"  # on the parent and open runs of a stopped sweep
 REPEAT_OF_TAG = "ghn_sweep.repeat_of"  # a repeat's run: the trial id whose config it repeats
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -98,12 +101,14 @@ class MlflowTrackingCallback(tune.Callback):
             restore (it travels with the pickled callback); default: a new sweep's fresh id.
         final: whether this experiment's end ends the sweep (closes the parent run FINISHED);
             False for the search when repeats follow it as a second experiment.
+        phase: ``search`` or ``repeats``, the experiment whose child runs this callback owns
+            (a repeat's run is tagged ``ghn_sweep.repeat_of``).
     """
 
     def __init__(
         self, *, tracking_uri: str, experiment: str, sweep: str,
         sweep_params: dict[str, Any] | None = None, sweep_id: str | None = None,
-        final: bool = True,
+        final: bool = True, phase: str = "search",
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -111,6 +116,7 @@ class MlflowTrackingCallback(tune.Callback):
         self.sweep_params = dict(sweep_params or {})
         self.sweep_id = sweep_id or uuid.uuid4().hex
         self.final = final
+        self.phase = phase
         self._reset()
 
     def _reset(self) -> None:
@@ -125,12 +131,14 @@ class MlflowTrackingCallback(tune.Callback):
         self._last_epoch: dict[str, int] = {}  # trial id -> last epoch logged
         self._planned: dict[str, int] = {}  # trial id -> optim.epochs, once known
         self._diverged: set[str] = set()
+        self._best_step = -1  # the progress step of the parent's best.* tags (see below)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the experiment; a restored driver reconnects and finds its
         # runs by tag, so no client or run ids travel.
         return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "sweep",
-                                              "sweep_params", "sweep_id", "final")}
+                                              "sweep_params", "sweep_id", "final",
+                                              "phase")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -160,19 +168,31 @@ class MlflowTrackingCallback(tune.Callback):
     def other_parent_run(self) -> Any | None:
         """A parent run of another sweep with this sweep's name in the experiment (waits for
         the connection; None also when tracking is off)."""
-        def find() -> Any | None:
+        found = self._ask(lambda: find_parent_run(self._client, self._experiment_id, self.sweep))
+        ours = found is not None and found.data.tags.get(SWEEP_ID_TAG) == self.sweep_id
+        return None if ours else found
+
+    def has_parent_run(self) -> bool | None:
+        """Whether the store holds this sweep's parent run (waits for the connection; None when
+        tracking is off)."""
+        found = self._ask(lambda: find_parent_run(self._client, self._experiment_id, self.sweep,
+                                                  self.sweep_id) is not None)
+        return None if self._disabled else found
+
+    def _ask(self, question: Callable[[], Any]) -> Any:
+        """``question()`` on the writer thread, once connected; None if tracking is off or it
+        fails (loudly, as any tracking failure)."""
+        def guarded() -> Any:
             if self._disabled:
                 return None
             try:
-                found = find_parent_run(self._client, self._experiment_id, self.sweep)
+                return question()
             except Exception as e:  # noqa: BLE001 - as any tracking failure: loud, not fatal
                 self._disable(e)
                 return None
-            ours = found is not None and found.data.tags.get(SWEEP_ID_TAG) == self.sweep_id
-            return None if ours else found
 
         self.connect()
-        return self._writer.submit(find).result()
+        return self._writer.submit(guarded).result()
 
     @property
     def parent_run_id(self) -> str | None:
@@ -188,36 +208,11 @@ class MlflowTrackingCallback(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        run_id = self._ensure_run(trial)
-        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        if epoch <= self._last_epoch.get(trial.trial_id, 0):
-            return  # re-run after restoring an older checkpoint: the run already has this epoch
-        self._last_epoch[trial.trial_id] = epoch
-        if result.get("diverged", 0.0) > 0:
-            self._diverged.add(trial.trial_id)
-        resolved = result.get(CONFIG_KEY)
-        if resolved:  # the trial's own resolved config: what it really ran with
-            self._planned[trial.trial_id] = int(resolved["optim.epochs"])
-            _log_params(self._client, run_id, resolved)
-        self._client.log_batch(run_id, metrics=_metrics(result, epoch),
-                               tags=[RunTag(k, str(v)) for k, v in
-                                     (result.get(TAGS_KEY) or {}).items()])
+        self._log_result(trial, result)
 
     @_guarded
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._ensure_run(trial)
-        epochs = self._planned.get(trial.trial_id)
-        last = self._last_epoch.get(trial.trial_id, 0)
-        if trial.trial_id in self._diverged:
-            self._client.set_tag(run_id, DIVERGED_TAG, "true")
-            status = "FINISHED"
-        elif epochs is not None and last < epochs:
-            # Tune ended the trial before its last epoch: ASHA's decision (or a stopper's).
-            self._client.set_tag(run_id, STOPPED_EARLY_TAG, f"scheduler at epoch {last}/{epochs}")
-            status = "KILLED"
-        else:
-            status = "FINISHED"
-        self._close(trial, status)
+        self._complete(trial)
 
     @_guarded
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -239,13 +234,11 @@ class MlflowTrackingCallback(tune.Callback):
         """Close what is open: FINISHED when every trial ended, else KILLED and tagged
         interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag. Returns once
         every MLflow call is done, so the driver may exit."""
-        self._end_sweep(sweep_interrupted(
-            [t.status == "ERROR" or bool((t.last_result or {}).get("done")) for t in trials],
-            self._total))
+        self._end_sweep(sweep_interrupted([_ended(t) for t in trials], self._total), list(trials))
         self.flush()
 
     @_guarded
-    def _end_sweep(self, interrupted: bool) -> None:
+    def _end_sweep(self, interrupted: bool, trials: list) -> None:
         for trial_id in list(self._runs):
             _logger.warning("trial %s ended without a final status; closing its run KILLED",
                             trial_id)
@@ -253,7 +246,7 @@ class MlflowTrackingCallback(tune.Callback):
             self._client.set_tag(run_id, INTERRUPTED_TAG, "true")
             self._client.set_terminated(run_id, status="KILLED")
         if self._parent_run_id is not None:
-            self._close_orphans()
+            self._settle_open_runs({t.trial_id: t for t in trials})
             if interrupted:
                 self._client.set_tag(self._parent_run_id, INTERRUPTED_TAG, "true")
                 self._client.set_terminated(self._parent_run_id, status="KILLED")
@@ -270,32 +263,92 @@ class MlflowTrackingCallback(tune.Callback):
     def log_sweep_progress(self, metrics: dict[str, float], step: int,
                            best: dict[str, Any] | None = None) -> None:
         """Progress of the whole sweep on the parent run: ``metrics`` (trial counts, best value)
-        at ``step``, and the best trial so far as tags ``best.<key>``, overwritten as it changes."""
-        if self._parent_run_id is not None:
-            now = int(time.time() * 1000)
-            self._client.log_batch(
-                self._parent_run_id,
-                metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
-                tags=[RunTag(f"best.{k}", str(v)) for k, v in (best or {}).items()])
+        at ``step`` (trials ended), and the best trial so far as tags ``best.<key>``, overwritten
+        as it changes.
+
+        After a resume Tune's saved state may know fewer ended trials than the killed driver
+        had logged: MLflow shows a metric's value at its highest step, and the tags are kept
+        (``best.step``) until the resumed sweep has as many ended trials again.
+        """
+        if self._parent_run_id is None:
+            return
+        now = int(time.time() * 1000)
+        tags = []
+        if best and step >= self._best_step:
+            self._best_step = step
+            tags = [RunTag(f"best.{k}", str(v)) for k, v in {**best, "step": step}.items()]
+        self._client.log_batch(
+            self._parent_run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()], tags=tags)
 
     # --- MLflow side ------------------------------------------------------------------------
 
-    def _close_orphans(self) -> None:
-        """Runs of trials that a killed driver started but never recorded in Tune's state.
+    def _log_result(self, trial: Any, result: dict) -> None:
+        run_id = self._ensure_run(trial)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch <= self._last_epoch.get(trial.trial_id, 0):
+            return  # re-run after restoring an older checkpoint: the run already has this epoch
+        self._last_epoch[trial.trial_id] = epoch
+        if result.get("diverged", 0.0) > 0:
+            self._diverged.add(trial.trial_id)
+        resolved = result.get(CONFIG_KEY)
+        if resolved:  # the trial's own resolved config: what it really ran with
+            self._planned[trial.trial_id] = int(resolved["optim.epochs"])
+            _log_params(self._client, run_id, resolved)
+        self._client.log_batch(run_id, metrics=_metrics(result, epoch),
+                               tags=[RunTag(k, str(v)) for k, v in
+                                     (result.get(TAGS_KEY) or {}).items()])
 
-        A restored sweep does not know those trials (its searcher samples new ones instead), so
-        nothing else would ever close their runs.
+    def _complete(self, trial: Any) -> None:
+        run_id = self._ensure_run(trial)
+        epochs = self._planned.get(trial.trial_id)
+        last = self._last_epoch.get(trial.trial_id, 0)
+        if trial.trial_id in self._diverged:
+            self._client.set_tag(run_id, DIVERGED_TAG, "true")
+            status = "FINISHED"
+        elif epochs is not None and last < epochs:
+            # Tune ended the trial before its last epoch: ASHA's decision (or a stopper's).
+            self._client.set_tag(run_id, STOPPED_EARLY_TAG, f"scheduler at epoch {last}/{epochs}")
+            status = "KILLED"
+        else:
+            status = "FINISHED"
+        self._close(trial, status)
+
+    def _settle_open_runs(self, trials: dict[str, Any]) -> None:
+        """The child runs of this phase still RUNNING once Tune's experiment ended: left open by
+        a killed driver (its MLflow calls were queued, or its trial was never recorded).
+
+        A run of a trial Tune recorded is closed as the trial ended (its last result logged if
+        the run lacks it), or KILLED and tagged interrupted if the trial did not end. A run of a
+        trial Tune has no record of is deleted: the restored sweep sampled another trial in its
+        place, and Tune's results, the report's other source, do not hold it either.
         """
-        orphans = self._client.search_runs(
+        open_runs = self._client.search_runs(
             [self._experiment_id],
             filter_string=(f"tags.`mlflow.parentRunId` = '{self._parent_run_id}' and "
                            "attributes.status = 'RUNNING'"))
-        for run in orphans:
-            _logger.warning("closing orphaned run %s (%s) KILLED", run.info.run_id,
-                            run.info.run_name)
-            self._client.set_tag(run.info.run_id, ORPHAN_TAG,
-                                 "the sweep's driver died before Tune recorded this trial")
-            self._client.set_terminated(run.info.run_id, status="KILLED")
+        for run in open_runs:
+            if (REPEAT_OF_TAG in run.data.tags) != (self.phase == "repeats"):
+                continue  # the other phase's
+            trial = trials.get(run.data.tags.get(TRIAL_ID_TAG))
+            if trial is None:
+                epochs = int(run.data.metrics.get("epoch", 0))
+                (_logger.warning if epochs else _logger.info)(
+                    "deleting run %s (%s): the sweep's killed driver started its trial after "
+                    "Tune's last saved state, and the resumed sweep ran another in its place%s",
+                    run.info.run_id, run.info.run_name,
+                    f"; the {epochs} epoch(s) it logged are not part of the sweep"
+                    if epochs else "")
+                self._client.delete_run(run.info.run_id)
+            elif trial.status == "ERROR":
+                self._ensure_run(trial)
+                self._close(trial, "FAILED")
+            elif _ended(trial):
+                self._log_result(trial, trial.last_result)
+                self._complete(trial)
+            else:
+                self._client.set_tag(run.info.run_id, INTERRUPTED_TAG, "true")
+                self._client.set_terminated(run.info.run_id, status="KILLED")
 
     def _run_guarded(self, method: Callable, args: tuple, kwargs: dict) -> None:
         if self._disabled:
@@ -320,6 +373,7 @@ class MlflowTrackingCallback(tune.Callback):
         found = find_parent_run(self._client, self._experiment_id, self.sweep, self.sweep_id)
         if found:
             self._parent_run_id = found.info.run_id
+            self._best_step = int(found.data.tags.get("best.step", -1))
             _reopen(self._client, found)
             _logger.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
@@ -378,6 +432,11 @@ class MlflowTrackingCallback(tune.Callback):
             "MLflow tracking at %s is unavailable (%s: %s). Training continues; metrics are kept "
             "only in Ray Tune's results. No further MLflow calls will be made by this driver.",
             self.tracking_uri, type(error).__name__, error)
+
+
+def _ended(trial: Any) -> bool:
+    """Whether Tune's trial really ended: it errored, or its last result carries ``done``."""
+    return trial.status == "ERROR" or bool((trial.last_result or {}).get("done"))
 
 
 def _reopen(client: MlflowClient, run: Any) -> None:

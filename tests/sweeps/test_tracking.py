@@ -247,26 +247,51 @@ def test_retried_trial_keeps_one_run(uri):
     assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2]
 
 
-def test_runs_of_trials_a_killed_driver_never_recorded_are_closed(uri):
-    """kill -9 of the driver can leave a started trial out of Tune's saved state; the resumed
-    sweep samples a new trial instead, and its end closes the old run KILLED, tagged."""
+def test_a_resumed_sweeps_end_settles_what_a_killed_driver_left_open(uri, caplog):
+    """kill -9 of the driver can leave a started trial out of Tune's saved state (the resumed
+    sweep samples a new trial instead): its run is deleted, with or without epochs. And a trial
+    Tune recorded as ended whose run the driver never closed (its last MLflow calls were still
+    queued) is closed as it ended, its last result logged."""
     first = _callback(uri)
-    lost = FakeTrial("lost1", {"arch": "resnet18"})
-    first.on_trial_start(0, [], lost)  # then the driver dies: no end hook runs
-    first.flush()
+    lost, lost_later = FakeTrial("lost1", {"arch": "resnet18"}), FakeTrial("lost2", {})
+    first.on_trial_start(0, [], lost)
+    _play(first, lost_later, [1], end=None)
+    ended = FakeTrial("ended", {"optim.epochs": 2})
+    _play(first, ended, [1], end=None)  # then the driver dies: no end hook runs
     resumed = pickle.loads(pickle.dumps(first))  # the callback Tuner.restore hands back
     resumed.setup()
     kept = FakeTrial("kept1", {"arch": "resnet18", "optim.epochs": 1})
     _play(resumed, kept, epochs=[1])
-    resumed.on_experiment_end([])
-    client = MlflowClient(uri)
-    runs = {r.data.tags[TRIAL_ID_TAG]: r for r in client.search_runs(
-        [client.get_experiment_by_name("exp").experiment_id],
-        filter_string="tags.`mlflow.parentRunId` != ''")}
-    assert runs["lost1"].info.status == "KILLED"
-    assert "ghn_sweep.orphaned" in runs["lost1"].data.tags
-    assert runs["kept1"].info.status == "FINISHED"
-    assert "ghn_sweep.orphaned" not in runs["kept1"].data.tags
+    kept.status, kept.last_result = "TERMINATED", _result(1, done=True)
+    ended.status, ended.last_result = "TERMINATED", _result(2, done=True)  # Tune's saved state
+    with caplog.at_level(logging.INFO, logger="sweeps.tracking"):
+        resumed.on_experiment_end([kept, ended])
+    runs = {r.data.tags[TRIAL_ID_TAG]: r for r in _children(uri)}
+    assert set(runs) == {"kept1", "ended"}  # the lost trials' runs are deleted
+    assert runs["kept1"].info.status == "FINISHED" and runs["ended"].info.status == "FINISHED"
+    assert [s for s, _ in _history(uri, runs["ended"].info.run_id, "val/acc")] == [1, 2]
+    deleted = {r.levelname: r.getMessage() for r in caplog.records if "deleting" in r.msg}
+    assert set(deleted) == {"INFO", "WARNING"}  # a run with epochs loses data: a warning
+    assert "the 1 epoch(s) it logged are not part of the sweep" in deleted["WARNING"]
+    assert MlflowClient(uri).get_run(resumed.parent_run_id).info.status == "FINISHED"
+
+
+def test_best_tags_are_not_overwritten_by_an_older_state_after_a_resume(uri):
+    """The killed driver logged a best after Tune's last saved state; the resumed sweep's view,
+    restored from that state, knows fewer ended trials until it catches up."""
+    cb = _callback(uri)
+    cb.log_sweep_progress({"trials_finished": 3}, step=3, best={"trial": "t3", "val/acc": 0.7})
+    cb.flush()
+    resumed = pickle.loads(pickle.dumps(cb))
+    resumed.setup()
+    resumed.log_sweep_progress({"trials_finished": 2}, step=2, best={"trial": "t1", "val/acc": 0.5})
+    resumed.flush()
+    parent = MlflowClient(uri).get_run(cb.parent_run_id)
+    assert parent.data.tags["best.trial"] == "t3" and parent.data.metrics["trials_finished"] == 3
+    resumed.log_sweep_progress({"trials_finished": 3}, step=3, best={"trial": "t2", "val/acc": 0.6})
+    resumed.flush()
+    parent = MlflowClient(uri).get_run(cb.parent_run_id)
+    assert parent.data.tags["best.trial"] == "t2" and parent.data.tags["best.step"] == "3"
 
 
 def test_a_sweep_with_another_sweeps_name_never_reopens_its_parent(uri):

@@ -152,3 +152,118 @@ def test_sweep_summary_names_the_best_epoch_of_any_trial(ray_local, tmp_path, ca
     last_progress = [line for line in out.splitlines() if line.startswith("[")][-1]
     assert last_progress.endswith("| best val/acc 0.900 (resnet18 ghn lr=0.01)")
     assert progress.best_trial()[1].config["accs"] == [0.5, 0.9, 0.6]
+
+
+def _fails_first_if_weak(marker: str):
+    """Reports a constant val/acc for 3 epochs; the weak trial (val/acc < 0.2) dies on its first
+    attempt before any report, like a trial cut off by a killed driver."""
+
+    def trial(config):
+        import os
+
+        from ray import tune
+
+        if config["acc"] < 0.2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("cut off")
+        for epoch in (1, 2, 3):
+            tune.report({"epoch": epoch, "val/acc": config["acc"]})
+
+    return trial
+
+
+def _asha_tuner(trial, path, accs):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from sweeps._resume import SchedulerState
+
+    asha = ASHAScheduler(time_attr="epoch", max_t=3, grace_period=1, reduction_factor=2)
+    return tune.Tuner(
+        trial, param_space={"acc": tune.grid_search(accs)},
+        tune_config=tune.TuneConfig(metric="val/acc", mode="max", scheduler=asha),
+        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=0,
+                                  callbacks=[SchedulerState(asha)],
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+
+
+def test_restored_asha_stops_a_trial_as_the_uninterrupted_one_would(ray_local, tmp_path, capfd):
+    """Tune restores no scheduler: without its saved rungs, a resumed ASHA has nothing to
+    compare the weak trial's first epoch with and runs it to the end."""
+    trial = _fails_first_if_weak(str(tmp_path / "cut"))
+    first = _asha_tuner(trial, tmp_path / "asha", [0.9, 0.8, 0.7, 0.1]).fit()
+    assert sorted(r.metrics.get("val/acc", 0) for r in first if not r.error) == [0.7, 0.8, 0.9]
+    resumed = tune.Tuner.restore(str(tmp_path / "asha"), trial, resume_errored=True).fit()
+    (weak,) = [r for r in resumed if r.config["acc"] == 0.1]
+    assert weak.error is None and weak.metrics["epoch"] == 1  # stopped at the first rung
+    assert "resume: ASHA's rungs restored (" in capfd.readouterr().out
+
+
+def _checkpoints_then_fails_once(marker: str):
+    """Checkpoints every epoch of 4; the first attempt fails after epoch 3's checkpoint."""
+
+    def trial(config):
+        import json
+        import os
+        import tempfile
+
+        from ray import tune
+
+        start = 0
+        if (checkpoint := tune.get_checkpoint()) is not None:
+            with checkpoint.as_directory() as d:
+                start = json.load(open(os.path.join(d, "state.json")))["epoch"]
+        for epoch in range(start + 1, 5):
+            with tempfile.TemporaryDirectory() as d:
+                json.dump({"epoch": epoch}, open(os.path.join(d, "state.json"), "w"))
+                tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(d))
+            if epoch == 3 and not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError("cut off")
+
+    return trial
+
+
+def test_resume_after_a_checkpoint_was_deleted_ahead_of_tunes_state(ray_local, tmp_path,
+                                                                    capfd):
+    """A killed driver may have deleted a checkpoint (retention: newest two) that Tune's saved
+    state still lists; the restored trial's next checkpoint made Tune delete it again and log a
+    FileNotFoundError traceback."""
+    from sweeps._resume import heal_checkpoints
+
+    trial = _checkpoints_then_fails_once(str(tmp_path / "cut"))
+    run_config = tune.RunConfig(name="ckpt", storage_path=str(tmp_path), verbose=0,
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                failure_config=tune.FailureConfig(max_failures=0))
+    (first,) = tune.Tuner(trial, run_config=run_config).fit()
+    assert first.error is not None and first.metrics["epoch"] == 3
+    older = [c for c, _ in first.best_checkpoints if c.path != first.checkpoint.path]
+    assert len(older) == 1
+    import shutil
+
+    shutil.rmtree(older[0].path)  # what the killed driver's next checkpoint did
+    restored = tune.Tuner.restore(str(tmp_path / "ckpt"), trial, resume_errored=True)
+    assert heal_checkpoints(restored) == 1
+    (second,) = restored.fit()
+    assert second.error is None and second.metrics["epoch"] == 4
+    err = capfd.readouterr().err
+    assert "Error handling checkpoint" not in err and "Traceback" not in err
+
+
+def test_harmless_flags_reach_the_restored_tuners_searcher_and_tracking(ray_local, tmp_path):
+    from sweeps._config import SweepConfig
+    from sweeps._resume import Limiter, apply_harmless
+    from sweeps._run import FixedConfigs
+
+    old, new = (f"sqlite:///{tmp_path / name}" for name in ("old.db", "new.db"))
+    tune.Tuner(
+        lambda config: tune.report({"epoch": 1, "val/acc": 0.5}),
+        tune_config=tune.TuneConfig(num_samples=1, search_alg=Limiter(
+            FixedConfigs([{"x": 1}]), max_concurrent=2)),
+        run_config=tune.RunConfig(name="h", storage_path=str(tmp_path), verbose=0, callbacks=[
+            MlflowTrackingCallback(tracking_uri=old, experiment="exp", sweep="h")])).fit()
+    restored = tune.Tuner.restore(str(tmp_path / "h"), lambda config: None)
+    apply_harmless(restored, SweepConfig(max_concurrent=5, tracking_uri=new))
+    restored.fit()
+    assert restored._local_tuner._tune_config.search_alg.max_concurrent == 5
+    client = MlflowClient(new)  # the restored callback opened its parent run in the new store
+    assert client.search_runs([client.get_experiment_by_name("exp").experiment_id])
