@@ -170,13 +170,13 @@ def test_trial_model_gets_the_filtered_class_count(tiny, monkeypatch):
 
     heads = []
 
-    def spy(cfg, num_classes):
-        model, tags = build(cfg, num_classes)
-        heads.append(model.fc.out_features)
+    def spy(cfg, num_classes, *, classes):
+        model, tags = build(cfg, num_classes, classes=classes)
+        heads.append((model.fc.out_features, classes))
         return model, tags
 
     build = _loop.build_model
     monkeypatch.setattr(_loop, "build_model", spy)
     flat = tiny(**{"optim.epochs": 1, "data.classes": ["dog", "frog", "horse"]})
     last = train(TrialConfig.from_flat(flat), report=lambda m: None)
-    assert heads == [3] and 0.0 <= last["test/acc"] <= 1.0
+    assert heads == [(3, ("dog", "frog", "horse"))] and 0.0 <= last["test/acc"] <= 1.0
