@@ -4,7 +4,7 @@ Fine-tunes ``--arch`` (default resnet18 at 32x32, the small stem of the paper's 
 is also the stem of every architecture the GHN trained on) on ``--classes`` of an ImageFolder
 tree from each ``--inits``: random init, the parameters ``--ghn`` predicts, and those
 post-processed as the paper's recipe does (noise beta 3e-5 + orthogonalisation of the last
-third of the layers, ResNet-50's share; `sweeps._space.first_layer`). Every init runs every
+third of the layers, ResNet-50's share: the sweeps' `layer_rule`). Every init runs every
 ``--lrs`` with the same seeds (same n-shot draw, data order and init of what the GHN does not
 predict); each init's lr is chosen by its mean *validation* accuracy over the seeds, and only
 then are test accuracies (at each run's best validation epoch) compared: per init mean ± std,
@@ -25,7 +25,8 @@ import statistics
 import time
 
 from analysis._stats import estimate, paired
-from sweeps._space import REFERENCE_RECIPE, first_layer, share_of
+from sweeps._config import SweepConfig
+from sweeps._space import REFERENCE_RECIPE, layer_rule
 from trainable import RECIPES, get_recipe, train
 
 INITS = ("random", "ghn", "ghn+pp")
@@ -34,10 +35,9 @@ INITS = ("random", "ghn", "ghn+pp")
 def _postproc(arch: str, init: str) -> dict[str, object]:
     if init != "ghn+pp":
         return {}
-    ref = RECIPES[REFERENCE_RECIPE]
-    layer = first_layer(arch, share_of(ref.arch, ref.postproc.layer))
-    return {"postproc.beta": ref.postproc.beta, "postproc.orth": ref.postproc.orth,
-            "postproc.layer": layer}
+    ref = RECIPES[REFERENCE_RECIPE].postproc
+    return {"postproc.beta": ref.beta, "postproc.orth": ref.orth,
+            "postproc.layer": layer_rule(SweepConfig(recipe="smoke"), arch)}
 
 
 def main() -> None:
