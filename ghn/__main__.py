@@ -20,6 +20,9 @@ from ghn._checkpoint import load_ghn
 from ghn._predict import predict_parameters
 from ghn._verify import PUBLISHED_NORMS, total_norm, verify
 
+# MLflow's UI opens an experiment without this tag in its GenAI view, not on runs and charts
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
 
 def build_model(name: str, num_classes: int) -> torch.nn.Module:
     """A torchvision classifier by name, with a clear error for unknown names."""
@@ -131,7 +134,9 @@ def _train(args: argparse.Namespace) -> int:
         trainer.restore(_read_checkpoint(out, torch))
         print(f"resuming {out} at step {trainer.step_count}/{cfg.steps}")
     trainer.meta.setdefault("data", args.data)
-    on_log, on_ckpt, finish = _tracking(args, trainer, cfg)
+    on_log, on_ckpt, finish = _tracking(trainer, args.tracking_uri, args.experiment,
+                                        run_name=out.stem, data=args.data,
+                                        init=args.init)
     try:
         last = train(trainer, out, on_log=on_log, on_checkpoint=on_ckpt)
     finally:
@@ -147,15 +152,25 @@ def _train(args: argparse.Namespace) -> int:
 def _train_on_ray(args: argparse.Namespace, cfg, out: Path) -> int:
     from ghn._distributed import train_on_ray
 
-    if args.tracking_uri:
-        raise ValueError("--tracking-uri is not supported with --num-workers > 1 yet")
     _load_images(args.data, _classes(args.classes), "train", args.train_per_class)  # fail early
+    tracking_uri = _absolute_sqlite(args.tracking_uri)
+    if tracking_uri:  # created here, its artifacts go where the user runs the command
+        _experiment(tracking_uri, args.experiment)
     train_on_ray({"train_config": dataclasses.asdict(cfg), "data": args.data,
                   "classes": list(_classes(args.classes)), "train_per_class": args.train_per_class,
-                  "out": str(out.resolve()), "init": args.init, "resume": args.resume},
+                  "out": str(out.resolve()), "init": args.init, "resume": args.resume,
+                  "tracking_uri": tracking_uri,
+                  "experiment": args.experiment},
                  num_workers=args.num_workers, use_gpu=args.use_gpu)
     print(f"done: {cfg.steps} steps on {args.num_workers} Ray Train workers; checkpoint {out}")
     return 0
+
+
+def _absolute_sqlite(uri: str | None) -> str | None:
+    """A relative ``sqlite:///file`` made absolute: Ray Train workers run in their own dirs."""
+    if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
 
 
 def _read_checkpoint(path: Path, torch) -> dict:
@@ -166,21 +181,32 @@ def _read_checkpoint(path: Path, torch) -> dict:
                          "with another --out") from e
 
 
-def _tracking(args, trainer, cfg):
-    """MLflow callbacks when --tracking-uri is given (the run continues on --resume)."""
-    if not args.tracking_uri:
+def _experiment(uri: str, name: str) -> None:
+    """Point MLflow at ``uri`` and experiment ``name``, created if new: where it is created
+    fixes its artifact root (``./mlruns`` of the current directory with a sqlite store)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(name)
+    mlflow.set_experiment_tag(*EXPERIMENT_KIND)
+
+
+def _tracking(trainer, uri: str | None, experiment: str, *, run_name: str, data: str,
+              init: str | None):
+    """MLflow callbacks (on_log, on_checkpoint, finish) when ``uri`` is given; the run
+    continues on --resume (its id is in the checkpoint)."""
+    if not uri:
         return None, None, lambda: None
     import mlflow
 
-    mlflow.set_tracking_uri(args.tracking_uri)
-    mlflow.set_experiment(args.experiment)
-    run = mlflow.start_run(run_id=trainer.meta.get("mlflow_run_id"),
-                           run_name=None if trainer.meta.get("mlflow_run_id") else
-                           Path(args.out).stem)
+    _experiment(uri, experiment)
+    run_id = trainer.meta.get("mlflow_run_id")
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
     trainer.meta["mlflow_run_id"] = run.info.run_id
     if trainer.step_count == 0:
-        mlflow.log_params({**dataclasses.asdict(cfg), "data": args.data,
-                           "classes": ",".join(trainer.images.classes), "init": args.init})
+        mlflow.log_params({**dataclasses.asdict(trainer.cfg), "data": data,
+                           "classes": ",".join(trainer.images.classes), "init": init,
+                           "num_workers": trainer.world})
 
     def on_log(step, metrics):
         mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step)
@@ -206,6 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"the GHN predicts {ghn.num_classes} classes but the data has "
                          f"{len(names)} ({names}): pass --classes with the GHN's classes")
     size = args.image_size or train_config["image_size"]
+    torch.manual_seed(0)  # the architectures' own random init: the floor, reproducibly
     if args.archs == "held-out":
         archs = held_out_archs(train_config, len(names))
     else:
@@ -218,8 +245,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         import mlflow
 
-        mlflow.set_tracking_uri(args.tracking_uri)
-        mlflow.set_experiment(args.experiment)
+        _experiment(args.tracking_uri, args.experiment)
         with mlflow.start_run(run_name=f"evaluate {Path(args.checkpoint).stem}"):
             mlflow.log_params({"checkpoint": args.checkpoint, "archs": args.archs})
             n = len(results)

@@ -1,9 +1,9 @@
 """`python -m ghn train --num-workers N`: the same training, data-parallel through Ray Train.
 
 Each worker runs the in-process trainer inside the process group TorchTrainer sets up (gloo on
-CPU, NCCL with ``--use-gpu``); ``Trainer.step`` averages gradients across it, worker 0 logs and
-writes the checkpoints. At the end the workers compare their GHN parameters exactly and fail
-the run if they differ.
+CPU, NCCL with ``--use-gpu``); ``Trainer.step`` averages gradients across it, worker 0 logs,
+writes the checkpoints and, with ``--tracking-uri``, the MLflow run. At the end the workers
+compare their GHN parameters exactly and fail the run if they differ.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool
 def _worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
-    from ghn.__main__ import _load_images, _read_checkpoint
+    from ghn.__main__ import _load_images, _read_checkpoint, _tracking
     from ghn._train import TrainConfig, Trainer, TrainImages, train
 
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
@@ -63,7 +63,13 @@ def _worker(config: dict[str, Any]) -> None:
     if config["resume"]:
         trainer.restore(_read_checkpoint(out, torch))
     trainer.meta.setdefault("data", config["data"])
-    train(trainer, out)
+    on_log, on_ckpt, finish = _tracking(  # worker 0 logs for the run
+        trainer, config["tracking_uri"] if trainer.rank == 0 else None, config["experiment"],
+        run_name=out.stem, data=config["data"], init=config["init"])
+    try:
+        train(trainer, out, on_log=on_log, on_checkpoint=on_ckpt)
+    finally:
+        finish()
     check_identical(trainer.ghn)
 
 

@@ -3,7 +3,9 @@
 Each architecture is predicted through the inference path (``predict_parameters``, the one
 trials use) and evaluated with BatchNorm on batch statistics, as ppuda evaluates GHN-2 (the
 GHN predicts no running statistics). The same architectures with their own random
-initialisation give the floor; chance is 1 / classes.
+initialisation give the floor; chance is 1 / classes. Batch statistics need batches that look
+like the training batches: test sets come sorted by class (ImageFolder), and a one-class batch
+normalises the class signal away, so images are evaluated in one fixed shuffled order.
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ def named_archs(names: list[str], num_classes: int) -> list[tuple[str, nn.Module
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor,
              std: torch.Tensor, size: int, batch_size: int = 256) -> float:
-    """Top-1 over (x, y), uint8 NHWC, in batches (BatchNorm normalises each batch)."""
+    """Top-1 over (x, y), uint8 NHWC, in batches of a fixed shuffled order (BatchNorm
+    normalises each batch, so each batch must mix the classes as training batches do)."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     correct = 0
     for i in range(0, len(y), batch_size):
-        logits = model(to_input(x[i:i + batch_size], mean, std, size))
-        correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
+        idx = order[i:i + batch_size]
+        logits = model(to_input(x[idx], mean, std, size))
+        correct += int((logits.argmax(1) == y[idx]).sum())
     return correct / len(y)
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -13,6 +18,7 @@ from torch import nn
 
 from ghn import load_ghn, predict_parameters, predict_tensors
 from ghn._archs import FAMILIES, ArchSampler, build, sample_spec
+from ghn._evaluate import accuracy
 from ghn._predict import cached_graph
 from ghn._train import TrainConfig, Trainer, TrainImages, prepare_arch, train
 
@@ -152,6 +158,24 @@ def test_held_out_architectures_are_fixed_by_seed_and_never_trained_on():
         ArchSampler(("vgg",))
 
 
+def test_evaluation_batches_mix_the_classes_of_a_class_sorted_test_set():
+    """With batch-statistics BatchNorm, a one-class batch normalises the class away: a test set
+    sorted by class (as ImageFolder yields it) must be evaluated in mixed batches."""
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            labels = x[:, 0, 0, 0].round().long()  # each image's pixel value is its label
+            seen.append(set(labels.tolist()))
+            return F.one_hot(labels, 4).float()
+
+    y = torch.arange(4).repeat_interleave(128)  # sorted: 128 of class 0, then 1, ...
+    x = y.to(torch.uint8)[:, None, None, None].expand(-1, 8, 8, 3).contiguous()
+    zero, one = torch.zeros(1, 3, 1, 1), torch.full((1, 3, 1, 1), 1 / 255)
+    assert accuracy(Spy(), x, y, zero, one, 8, batch_size=64) == 1.0
+    assert len(seen) == 8 and all(len(classes) >= 3 for classes in seen)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_sampled_family_is_fully_predicted(family):
     rng = random.Random(family)
@@ -267,3 +291,56 @@ def test_two_ray_train_workers_stay_identical(cifar_jpeg_dir, cache, monkeypatch
     import ray
 
     assert not ray.is_initialized()  # the Ray it started for itself is gone again
+
+
+@pytest.mark.slow
+def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
+        cifar_jpeg_dir, cache, monkeypatch):
+    """kill -9 a two-worker run (driver, Ray and workers) after a checkpoint; `--resume` must
+    end where an uninterrupted run ends, parameter for parameter, and continue its MLflow run
+    (a relative sqlite URI, although Ray Train's workers run in directories of their own)."""
+    import mlflow
+
+    from ghn.__main__ import main
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.chdir(cache)
+    steps = 300
+    flags = ["train", "--data", str(cifar_jpeg_dir), "--classes", "cat,dog", "--steps",
+             str(steps), "--checkpoint-every", "5", "--num-workers", "2", *TINY_FLAGS]
+    straight, killed = cache / "straight.pt", cache / "killed.pt"
+    assert main([*flags, "--out", str(straight)]) == 0
+
+    flags += ["--tracking-uri", "sqlite:///mlflow.db"]
+    with open(cache / "killed.log", "w") as log_file:
+        run = subprocess.Popen([sys.executable, "-m", "ghn", *flags, "--out", str(killed)],
+                               stdout=log_file, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # its own group: Ray dies with it
+    try:
+        deadline = time.monotonic() + 300
+        while not killed.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    at = torch.load(killed, weights_only=True)["step"]
+    assert 0 < at < steps, f"the run was killed at step {at} of {steps}; see killed.log"
+
+    assert main([*flags, "--out", str(killed), "--resume"]) == 0
+    resumed, expected = (torch.load(p, weights_only=True) for p in (killed, straight))
+    assert resumed["step"] == steps
+    for k, v in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][k], v), k
+    for r, e in zip(resumed["rng"], expected["rng"], strict=True):
+        assert r["arch"] == e["arch"] and torch.equal(r["data"], e["data"])
+
+    client = mlflow.MlflowClient(f"sqlite:///{cache / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ghn-train")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (logged,) = client.search_runs([exp.experiment_id])
+    assert logged.info.run_id == resumed["meta"]["mlflow_run_id"]
+    assert logged.info.status == "FINISHED" and logged.data.params["num_workers"] == "2"
+    history = client.get_metric_history(logged.info.run_id, "train/loss")
+    assert {m.step for m in history} == set(range(1, steps + 1))
+    assert [a.path for a in client.list_artifacts(logged.info.run_id)] == ["killed.pt"]
+    assert str(cache / "mlruns") in logged.info.artifact_uri  # not in a Ray worker's dir
