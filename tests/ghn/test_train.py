@@ -305,7 +305,7 @@ def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.chdir(cache)
-    steps = 300
+    steps = 100
     flags = ["train", "--data", str(cifar_jpeg_dir), "--classes", "cat,dog", "--steps",
              str(steps), "--checkpoint-every", "5", "--num-workers", "2", *TINY_FLAGS]
     straight, killed = cache / "straight.pt", cache / "killed.pt"
