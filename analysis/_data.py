@@ -8,20 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Per-epoch metrics (step = epoch, 1-based), as the trainable names them.
-EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr",
-                 "epoch_time_s", "images_per_s", "diverged")
-# Diagnostics of the initial parameters, logged once at step 0.
-INIT_METRICS = ("init/mean_abs_cos", "init/repeat_share", "init/eff_rank_ratio", "init/n_layers")
-
-# Tags that say which code, packages and machine produced a run (sweeps.tracking on the parent
-# run, the trainable on each trial's run), shown in the report's Provenance section.
-PROVENANCE_PREFIXES = ("code.", "version.", "device.")
-
-# Trial states, as written to trials.parquet.
-FINISHED, STOPPED_EARLY, DIVERGED, FAILED = "finished", "stopped_early", "diverged", "failed"
-RUNNING, INTERRUPTED = "running", "interrupted"
-STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, FAILED, RUNNING, INTERRUPTED)
+from contract import TrialStatus
 
 
 class ReportError(ValueError):
@@ -34,7 +21,7 @@ class Trial:
 
     trial_id: str
     name: str
-    status: str
+    status: TrialStatus
     config: dict[str, object]
     history: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> epoch -> value
     init: dict[str, float] = field(default_factory=dict)  # init/... diagnostics

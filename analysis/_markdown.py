@@ -7,7 +7,9 @@ from collections import Counter
 
 import pandas as pd
 
-from ._data import DIVERGED, FAILED, FINISHED, STATUSES, Sweep
+from contract import TrialStatus
+
+from ._data import Sweep
 from ._sentences import describe, pct, sci
 from ._stats import estimate
 from ._summary import METHOD_LABELS, NoiseCurve, best_per_group, repeats_of
@@ -31,7 +33,7 @@ def _acc(x: object) -> str | None:
 
 def _state(sweep: Sweep, df: pd.DataFrame) -> list[str]:
     counts = df["status"].value_counts()
-    parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES if s in counts]
+    parts = [f"{counts[s]} {s.label}" for s in TrialStatus if s in counts]
     state = ("**State: snapshot** — the sweep is still running (or was interrupted); numbers "
              "will change." if sweep.in_progress else "**State: finished** — the sweep has "
              "ended.")
@@ -154,13 +156,14 @@ def _provenance(sweep: Sweep) -> list[str]:
 
 def _gaps(sweep: Sweep, df: pd.DataFrame) -> list[str]:
     out = [f"- {note}" for note in sweep.notes]
-    if not (df["status"] == FINISHED).any():
+    if not (df["status"] == TrialStatus.FINISHED).any():
         out.append("- No trial has run to its last epoch yet: every best value is provisional.")
     no_acc = df[df["best_val_acc"].isna()]
     if not no_acc.empty:
         out.append(f"- {len(no_acc)} trial(s) have no val/acc (left out of every best value): "
                    + ", ".join(f"{r.trial_id} ({r.status})" for r in no_acc.itertuples()))
-    for status, why in ((FAILED, "failed"), (DIVERGED, "diverged (loss not finite)")):
+    for status, why in ((TrialStatus.FAILED, "failed"),
+                        (TrialStatus.DIVERGED, "diverged (loss not finite)")):
         bad = df[df["status"] == status]
         if not bad.empty:
             out.append(f"- {len(bad)} trial(s) {why}, shown as grey crosses in the heatmaps: "

@@ -1,8 +1,8 @@
 """Read a sweep from MLflow: its parent run, and the child runs whose parent it is.
 
 Children are chosen by the `mlflow.parentRunId` tag, so runs of other sweeps in the same
-experiment never leak into the tables. Tag names are those of `sweeps.tracking` (repeated here:
-analysis does not import the sweep machinery, which pulls in Ray and torch).
+experiment never leak into the tables. Tag names, and how a run's status and tags say how its trial
+ended, are the `contract`'s.
 """
 
 from __future__ import annotations
@@ -14,30 +14,23 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ._data import (
-    DIVERGED,
+from contract import (
     EPOCH_METRICS,
-    FAILED,
-    FINISHED,
-    INTERRUPTED,
+    INIT_PREFIX,
+    PARENT_TAG,
     PROVENANCE_PREFIXES,
-    RUNNING,
-    STOPPED_EARLY,
-    ReportError,
-    Sweep,
-    Trial,
+    REPEAT_OF_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_NAME_TAG,
+    TrialStatus,
+    status_of_run,
 )
 
+from ._data import ReportError, Sweep, Trial
+
 _logger = logging.getLogger(__name__)
-
-SWEEP_TAG = "ghn_sweep.sweep"
-SWEEP_ID_TAG = "ghn_sweep.sweep_id"
-TRIAL_ID_TAG = "ray.trial_id"
-STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
-DIVERGED_TAG = "ghn_sweep.diverged"
-REPEAT_OF_TAG = "ghn_sweep.repeat_of"
-PARENT_TAG = "mlflow.parentRunId"
-
 
 def read_mlflow(
     *, tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None,
@@ -56,7 +49,8 @@ def read_mlflow(
     trials = [_trial(client, run) for run in children]
     # KILLED: the sweep was stopped (Ctrl-C) and may be resumed; its report is a snapshot.
     running = (parent.info.status in ("RUNNING", "KILLED")
-               or any(t.status in (RUNNING, INTERRUPTED) for t in trials))
+               or any(t.status in (TrialStatus.RUNNING, TrialStatus.INTERRUPTED)
+                       for t in trials))
     name = parent.data.tags.get(SWEEP_TAG) or parent.info.run_name or parent.info.run_id
     _logger.info("sweep %s: %d trials from parent run %s", name, len(trials), parent.info.run_id)
     return Sweep(name=name, source=f"MLflow {tracking_uri}, parent run {parent.info.run_id}",
@@ -134,29 +128,14 @@ def _trial(client: MlflowClient, run: Run) -> Trial:
     end, start = run.info.end_time, run.info.start_time
     return Trial(
         trial_id=tags.get(TRIAL_ID_TAG, run.info.run_id),
-        name=tags.get("ray.trial_name", run.info.run_name or ""),
-        status=_status(run), config=config, history=history,
-        init={k: v for k, v in metrics.items() if k.startswith("init/")},
+        name=tags.get(TRIAL_NAME_TAG, run.info.run_name or ""),
+        status=status_of_run(run.info.status, tags, metrics.get("diverged", 0.0) > 0),
+        config=config, history=history,
+        init={k: v for k, v in metrics.items() if k.startswith(INIT_PREFIX)},
         run_id=run.info.run_id,
         wall_time_s=(end - start) / 1000 if end and start else None,
-        repeat_of=tags.get(REPEAT_OF_TAG),
-
-provenance=_provenance(tags))
+        repeat_of=tags.get(REPEAT_OF_TAG), provenance=_provenance(tags))
 
 
 def _provenance(tags: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if k.startswith(PROVENANCE_PREFIXES)}
-
-
-def _status(run: Run) -> str:
-    """The callback's closing decision, read back from the run's status and tags."""
-    tags, status = run.data.tags, run.info.status
-    if tags.get(DIVERGED_TAG) == "true" or run.data.metrics.get("diverged", 0.0) > 0:
-        return DIVERGED
-    if status == "FAILED":
-        return FAILED
-    if status == "KILLED":
-        return STOPPED_EARLY if STOPPED_EARLY_TAG in tags else INTERRUPTED
-    if status in ("RUNNING", "SCHEDULED"):
-        return RUNNING
-    return FINISHED

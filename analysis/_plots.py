@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from ._data import DIVERGED, FAILED, STOPPED_EARLY
+from contract import TrialStatus
+
 from ._summary import (
     LR_WINDOW,
     METHOD_LABELS,
@@ -29,7 +30,7 @@ from ._summary import (
 PANEL = (4.2, 3.4)  # inches per panel
 COLORS = {"random": "tab:gray", "ghn": "tab:blue", "ghn+pp": "tab:orange",
           "pretrained": "tab:green"}
-BAD = (DIVERGED, FAILED)
+BAD = (TrialStatus.DIVERGED, TrialStatus.FAILED)
 
 
 def _grid(rows: int, cols: int, title: str) -> tuple[Figure, np.ndarray]:
@@ -102,7 +103,7 @@ def _heat_panel(ax: Axes, sub: pd.DataFrame, ylim: tuple[float, float], norm: No
     mappable = None
     for stopped, marker, label in ((False, "o", "ran to the end / running"),
                                    (True, "v", "stopped early (ASHA)")):
-        m = good & ((sub["status"] == STOPPED_EARLY) == stopped)
+        m = good & ((sub["status"] == TrialStatus.STOPPED_EARLY) == stopped)
         if m.any():
             mappable = ax.scatter(sub["lr"][m], y[m], c=100 * sub["best_val_acc"][m],
                                   cmap="viridis", norm=norm, marker=marker, s=40,
@@ -155,7 +156,7 @@ def _noise_panel(ax: Axes, curve: NoiseCurve, beta_range: tuple[float, float] | 
                         fmt="none", ecolor="0.3", capsize=3, label="± std over repeats")
     for orth, color in ((True, "tab:orange"), (False, "tab:purple")):
         sel = pts[pts["orth"].fillna(False) == orth]
-        done = sel["status"] != STOPPED_EARLY
+        done = sel["status"] != TrialStatus.STOPPED_EARLY
         label = f"GHN + noise{' + orth' if orth else ''}"
         if done.any():
             ax.scatter(sel["beta"][done], 100 * sel["test_acc_at_best"][done], color=color,

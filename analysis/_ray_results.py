@@ -14,21 +14,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ._data import (
-    DIVERGED,
-    EPOCH_METRICS,
-    FAILED,
-    FINISHED,
-    RUNNING,
-    STOPPED_EARLY,
-    ReportError,
-    Sweep,
-    Trial,
-)
+from contract import CONFIG_KEY, EPOCH_METRICS, INIT_PREFIX, REPEAT_OF, TrialStatus, classify
+
+from ._data import ReportError, Sweep, Trial
 
 _logger = logging.getLogger(__name__)
 
-CONFIG_KEY = "trial_config"  # as trainable.CONFIG_KEY; not imported: it would pull in torch
 # Ray names a trial's directory <trainable>_<trial id>_<n>_<params>_<date>; ids are abcde_00012,
 # or 8 hex digits when a searcher (our OptunaSearch) creates the trials.
 TRIAL_DIR = re.compile(r"_(?P<id>[0-9a-f]{5}_\d{5}|[0-9a-f]{8})_\d+_")
@@ -89,14 +80,14 @@ def _trial(trial_dir: Path, notes: list[str]) -> Trial:
                 continue
             if key in EPOCH_METRICS and epoch >= 1:
                 history.setdefault(key, {})[epoch] = float(value)
-            elif key.startswith("init/"):
+            elif key.startswith(INIT_PREFIX):
                 init[key] = float(value)
     last = records[-1] if records else {}
     return Trial(trial_id=str(last.get("trial_id") or trial_id_of(trial_dir.name)),
                  name=trial_dir.name,
-                 status=RUNNING, config=config, history=history, init=init,
+                 status=TrialStatus.RUNNING, config=config, history=history, init=init,
                  wall_time_s=last.get("time_total_s"),
-                 repeat_of=config.get("repeat.of"))
+                 repeat_of=config.get(REPEAT_OF))
 
 
 def trial_id_of(dirname: str) -> str:
@@ -105,13 +96,11 @@ def trial_id_of(dirname: str) -> str:
     return match["id"] if match else dirname
 
 
-def _status(trial: Trial, trial_dir: Path, ended: bool) -> str:
-    if (trial_dir / "error.txt").exists():
-        return FAILED
-    if any(v > 0 for v in trial.history.get("diverged", {}).values()):
-        return DIVERGED
-    epochs = max((max(h) for h in trial.history.values() if h), default=0)
+def _status(trial: Trial, trial_dir: Path, ended: bool) -> TrialStatus:
+    """``ended``: the sweep wrote its results table, so a trial short of its epochs was stopped."""
     planned = trial.config.get("optim.epochs")
-    if planned is not None and epochs >= int(planned):
-        return FINISHED
-    return STOPPED_EARLY if ended else RUNNING
+    return classify(errored=(trial_dir / "error.txt").exists(),
+                    diverged=any(v > 0 for v in trial.history.get("diverged", {}).values()),
+                    epochs_run=max((max(h) for h in trial.history.values() if h), default=0),
+                    epochs_planned=None if planned is None else int(planned),
+                    ended=ended, live=True)

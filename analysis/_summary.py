@@ -1,6 +1,6 @@
 """The numbers behind the plots and sentences, computed once from the trials table.
 
-Selection is by validation accuracy (what the search optimised), with `analysis.best`'s rule,
+Selection is by validation accuracy (what the search optimised), with `contract.rank_key`'s rule,
 among the search's trials; test accuracy is read at the selected trial's best validation epoch,
 so the test set never chooses anything. A chosen configuration's accuracy and its gain over
 random init are then measured on its repeats -- further seeds that chose nothing -- as mean,
@@ -16,16 +16,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ._data import DIVERGED, FAILED, FINISHED
+from contract import TrialStatus, rank_key
+
 from ._stats import estimate, paired
-from .best import rank_key
 
 METHODS = ("random", "ghn", "ghn+pp", "pretrained")  # display order; others follow
 METHOD_LABELS = {"random": "random init", "ghn": "GHN, no post-processing",
                  "ghn+pp": "GHN + post-processing", "pretrained": "pretrained"}
 LR_WINDOW = 2.0  # the noise picture uses GHN trials within this factor of the best lr
-MEASURED = (FINISHED, DIVERGED)  # repeats that count: run to the end (or until they diverged)
-NEVER_BEST = (DIVERGED, FAILED)  # see analysis.best
+# repeats that count: run to the end (or until they diverged)
+MEASURED = (TrialStatus.FINISHED, TrialStatus.DIVERGED)
+NEVER_BEST = (TrialStatus.DIVERGED, TrialStatus.FAILED)  # see contract.rank_key
 
 
 def frame(table: pa.Table) -> pd.DataFrame:
@@ -46,12 +47,12 @@ def order_methods(methods: list[str] | np.ndarray) -> list[str]:
 
 
 def best_per_group(df: pd.DataFrame, keys: tuple[str, ...] = ("arch", "method")) -> pd.DataFrame:
-    """Best search trial of each group, by `analysis.best.rank_key`."""
+    """Best search trial of each group, by `contract.rank_key`."""
     search = search_trials(df)
     ranks = [rank_key(r.status, None if pd.isna(r.best_val_acc) else r.best_val_acc, r.trial_id)
              for r in search.itertuples()]
     ok = search.assign(_rank=ranks).loc[np.array([r is not None for r in ranks], dtype=bool)]
-    ok = ok.assign(complete=ok["status"] == FINISHED)
+    ok = ok.assign(complete=ok["status"] == TrialStatus.FINISHED)
     ok = ok.iloc[sorted(range(len(ok)), key=lambda i: ok["_rank"].iloc[i])]
     return ok.groupby(list(keys), sort=False).head(1).drop(columns="_rank").reset_index(drop=True)
 

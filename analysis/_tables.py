@@ -13,7 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._data import EPOCH_METRICS, Sweep, Trial
+from contract import EPOCH_METRICS
+
+from ._data import Sweep, Trial
 
 SCHEMA_VERSION = "1"
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()

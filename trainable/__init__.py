@@ -18,16 +18,13 @@ from trainable._config import (
     get_recipe,
 )
 from trainable._data import prepare_data
-from trainable._loop import CONFIG_KEY, METRICS, TAGS_KEY, fit, train
+from trainable._loop import fit, train
 from trainable._provenance import provenance
 
 __all__ = [
     "COMPILE_MODES",
-    "CONFIG_KEY",
-    "METRICS",
     "RECIPES",
     "TEST_EVALS",
-    "TAGS_KEY",
     "DataConfig",
     "OptimConfig",
     "TrialConfig",

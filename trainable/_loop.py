@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract import CONFIG_KEY, TAGS_KEY
+
 from ._cache import save_atomic
 from ._config import OptimConfig, TrialConfig
 from ._data import Splits, eval_batches, load_splits, steps_per_epoch, to_input, train_batches
@@ -30,12 +32,6 @@ from ._step import TrainStep, autocast
 
 _logger = logging.getLogger(__name__)
 
-# Stable names, used by the tracking callback and analysis; `init/...` come from postproc.
-# Reported every epoch; "test/acc" only on the epochs TrialConfig.test_eval selects.
-METRICS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr",
-           "epoch_time_s", "images_per_s", "diverged", "compile_time_s")
-TAGS_KEY = "trial_tags"  # dict[str, str] in the first report of a fresh trial
-CONFIG_KEY = "trial_config"  # TrialConfig.to_flat(), in the same report
 STATE_FILE = "trial.pt"
 # Images per eval forward: CPU caches like 500; a GPU evaluates 1,000 32x32 images of resnet50
 # in bf16 in one launch-cheap pass (under 2 GB, within a quarter of an A10G).

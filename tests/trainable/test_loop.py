@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from trainable import METRICS, TAGS_KEY, TrialConfig, train
+from contract import REPORTED_METRICS, TAGS_KEY
+from trainable import TrialConfig, train
 
 
 class Stop(Exception):
@@ -28,7 +29,7 @@ def test_random_init_resnet18_learns_above_chance(tiny):
     seen, report = _collect()
     last = train(cfg, report=report)
     assert [m["epoch"] for m in seen] == [1.0, 2.0, 3.0]
-    assert set(METRICS) <= set(seen[0]) and set(METRICS) <= set(seen[-1])
+    assert set(REPORTED_METRICS) <= set(seen[0]) and set(REPORTED_METRICS) <= set(seen[-1])
     assert any(k.startswith("init/") for k in seen[0])  # diversity once, at the start
     assert not any(k.startswith("init/") for k in seen[1])
     assert seen[0][TAGS_KEY]["init"] == "random"
@@ -90,4 +91,4 @@ def test_divergence_ends_cleanly_with_a_diverged_report(tiny, tmp_path):
     assert last["diverged"] == 1.0 and seen[-1] is not None and seen[-1]["diverged"] == 1.0
     assert len(seen) < 6 and all(m["diverged"] == 0.0 for m in seen[:-1])
     assert not math.isfinite(last["train/loss"])
-    assert set(METRICS) <= set(last)
+    assert set(REPORTED_METRICS) <= set(last)

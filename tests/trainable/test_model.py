@@ -1,7 +1,8 @@
 import torch
 import torchvision
 
-from trainable import TAGS_KEY, TrialConfig, _model, train
+from contract import TAGS_KEY
+from trainable import TrialConfig, _model, train
 from trainable._model import build_model
 
 

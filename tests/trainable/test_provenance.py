@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from trainable import TAGS_KEY, TrialConfig, _provenance, provenance, train
+from contract import TAGS_KEY
+from trainable import TrialConfig, _provenance, provenance, train
 
 
 def test_names_the_commit_versions_and_device():
