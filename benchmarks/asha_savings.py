@@ -23,9 +23,10 @@ import tempfile
 import ray
 from ray import tune
 
+from contract import METRIC, MODE
 from sweeps._config import SweepConfig
-from sweeps._run import METRIC, MODE, build_tuner
 from sweeps._trial import sweep_trial
+from sweeps._tuner import build_tuner
 
 
 def _replay(config: dict, sweep: SweepConfig, configs: list[dict]) -> None:

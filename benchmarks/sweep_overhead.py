@@ -47,11 +47,13 @@ import ray
 import torch
 from ray import tune
 
+from contract import METRIC
 from sweeps._config import SweepConfig
+from sweeps._preflight import prepare_inputs
 from sweeps._progress import ProgressCallback
-from sweeps._run import METRIC, _prepare, build_tuner
 from sweeps._space import trial_config
 from sweeps._trial import sweep_trial
+from sweeps._tuner import build_tuner
 from sweeps.tracking import MlflowTrackingCallback
 
 OWN_TIME = "own_time_s"
@@ -161,7 +163,7 @@ def main() -> None:
             tracking = MlflowTrackingCallback(tracking_uri=cfg.tracking_uri, experiment="bench",
                                               sweep=cfg.sweep_name)
             if i == 0:  # as the sweep's command does: data decoded and cached ahead of the
-                _prepare(cfg)  # trials, MLflow's store created while Ray starts
+                prepare_inputs(cfg)  # trials, MLflow's store created while Ray starts
                 start = time.perf_counter()
                 tracking.connect()
                 start_local_ray(num_cpus=2)

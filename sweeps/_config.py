@@ -104,6 +104,11 @@ class SweepConfig:
         return f"{self.storage_path.rstrip('/')}/{self.sweep_name}"
 
     @property
+    def repeats_path(self) -> str:
+        """Where Ray keeps the sweep's repeats, its second experiment: ``<sweep path>-repeats``."""
+        return self.sweep_path + "-repeats"
+
+    @property
     def results_dir(self) -> Path | None:
         """This sweep's results directory when it is on a filesystem of this machine."""
         if "://" in self.storage and not self.storage.startswith("file://"):

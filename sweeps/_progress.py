@@ -1,8 +1,9 @@
-"""A one-line progress view of a sweep, printed when it changes, and mirrored to MLflow."""
+"""A one-line progress view of a sweep, logged when it changes, and mirrored to MLflow."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -10,16 +11,18 @@ from typing import Any
 
 from ray import tune
 
-from analysis.best import best_of, rank_key
+from contract import TrialStatus, best_of, classify, rank_key
 
 from .tracking import MlflowTrackingCallback
+
+log = logging.getLogger(__name__)
 
 SHOWN = (("arch", "{}"), ("init", "{}"), ("optim.lr", "lr={:.3g}"),
          ("postproc.beta", "beta={:.2g}"), ("postproc.orth", "orth={}"),
          ("postproc.layer", "layer={}"), ("postproc.max_sz", "max_sz={}"))
-# Trial states, named as in the report's trials table; shown in this order.
-STATES = {"running": "running", "finished": "finished", "stopped_early": "stopped early",
-          "diverged": "diverged", "failed": "failed"}
+# Trial states shown, in this order.
+STATES = (TrialStatus.RUNNING, TrialStatus.FINISHED, TrialStatus.STOPPED_EARLY,
+          TrialStatus.DIVERGED, TrialStatus.FAILED)
 
 
 def describe(config: dict[str, Any]) -> str:
@@ -29,16 +32,16 @@ def describe(config: dict[str, Any]) -> str:
 
 @dataclass
 class TrialState:
-    """What the view knows of one trial: enough to rank it with `analysis.best.rank_key`."""
+    """What the view knows of one trial: enough to rank it with `contract.rank_key`."""
 
     name: str
     config: dict[str, Any]
-    status: str = "running"
+    status: TrialStatus = TrialStatus.RUNNING
     best_val: float | None = None
 
 
 class ProgressCallback(tune.Callback):
-    """Counts trials by state and tracks the best trial (`analysis.best`); prints one line per
+    """Counts trials by state and tracks the best trial (`contract.rank_key`); logs one line per
     change.
 
     With `tracking`, the counts and the best value are logged as metrics of the sweep's parent
@@ -62,7 +65,8 @@ class ProgressCallback(tune.Callback):
         return {"trials": {tid: dataclasses.asdict(s) for tid, s in self.trials.items()}}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.trials = {tid: TrialState(**s) for tid, s in state["trials"].items()}
+        self.trials = {tid: TrialState(**{**s, "status": TrialStatus(s["status"])})
+                       for tid, s in state["trials"].items()}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune marks the trial RUNNING only after this hook; shown running now, so the view
@@ -78,18 +82,18 @@ class ProgressCallback(tune.Callback):
                 state.best_val is None or value > state.best_val):
             state.best_val = float(value)
         if result.get("diverged", 0) > 0:
-            state.status = "diverged"
+            state.status = classify(diverged=True)
         self._show(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         state = self._state(trial)
-        if state.status != "diverged":
-            epoch = (trial.last_result or {}).get("epoch", 0)
-            state.status = "finished" if epoch >= self.max_epochs else "stopped_early"
+        state.status = classify(diverged=state.status is TrialStatus.DIVERGED,
+                                epochs_run=(trial.last_result or {}).get("epoch", 0),
+                                epochs_planned=self.max_epochs, ended=True)
         self._show(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._state(trial).status = "failed"
+        self._state(trial).status = classify(errored=True)
         self._show(trials)
 
     def _state(self, trial: Any) -> TrialState:
@@ -98,18 +102,19 @@ class ProgressCallback(tune.Callback):
         return self.trials[trial.trial_id]
 
     def best_trial(self) -> tuple[str, TrialState] | None:
-        """(trial id, state) of the best trial so far, by `analysis.best.rank_key`."""
+        """(trial id, state) of the best trial so far, by `contract.rank_key`."""
         return best_of(self.trials.items(),
                        key=lambda item: rank_key(item[1].status, item[1].best_val, item[0]))
 
     def counts(self, trials: list, starting: str | None = None) -> dict[str, int]:
         """Trials by state; ``starting``: a trial about to run, not yet marked RUNNING."""
-        ended = {tid: s.status for tid, s in self.trials.items() if s.status != "running"}
+        ended = {tid: s.status for tid, s in self.trials.items()
+                 if s.status is not TrialStatus.RUNNING}
         running = sum((t.status == "RUNNING" or t.trial_id == starting)
                       and t.trial_id not in ended for t in trials)
         states = list(ended.values())
-        return {label: running if key == "running" else states.count(key)
-                for key, label in STATES.items()}
+        return {s.label: running if s is TrialStatus.RUNNING else states.count(s)
+                for s in STATES}
 
     def _show(self, trials: list, starting: str | None = None) -> None:
         counts = self.counts(trials, starting)
@@ -122,7 +127,7 @@ class ProgressCallback(tune.Callback):
         if self.phase != "search":
             line = f"{self.phase}: {line}"
         if line != self._last_line:
-            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+            log.info("[%s] %s", time.strftime("%H:%M:%S"), line)
             self._last_line = line
             if self.tracking is not None:
                 self._mirror(counts)
@@ -135,5 +140,5 @@ class ProgressCallback(tune.Callback):
             value, config, name = self.best
             metrics[f"best_{self.metric}"] = value
             best = {"trial": name, self.metric: value, **config}
-        ended = sum(s.status != "running" for s in self.trials.values())
+        ended = sum(s.status is not TrialStatus.RUNNING for s in self.trials.values())
         self.tracking.log_sweep_progress(metrics, step=ended, best=best)

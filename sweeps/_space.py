@@ -33,7 +33,6 @@ from ._config import PAPER_RECIPES, SweepConfig
 NOISE = "search.noise"  # is the noise strength sampled (else beta = 0, and no orth)
 LR_SCALE = "search.lr_scale"  # optim.lr = recipe lr x this
 LAYER_SHARE = "search.layer_share"  # share of the 2-D layers (classifier excluded) transformed
-REPEAT_OF = "repeat.of"  # a repeat's original trial id (tracking tags its run with it)
 SWEEP_ONLY = ("search.", "repeat.")
 PAPER_BETA = 3e-5  # the paper's recipes: beta 3e-5, then orthogonalisation
 MAX_SZ_CHOICES = (0, 64, 128)  # 64: the GHN's tile, so the first tile of each layer is kept

@@ -12,21 +12,49 @@ reads the flags from YAML or TOML. `--help` lists every flag.
 """
 
 import json
+import logging
 import sys
 
 from sweeps._config import parse_command
 
-if __name__ == "__main__":
+
+def show_sweep_logs() -> None:
+    """The sweep's own lines on the terminal as bare lines: progress and results on stdout,
+    warnings and errors on stderr. The tracking's notes on the runs it continues stay quiet."""
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    sweeps = logging.getLogger("sweeps")
+    sweeps.setLevel(logging.INFO)
+    for handler in (out, err):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        sweeps.addHandler(handler)
+    logging.getLogger("sweeps.tracking").setLevel(logging.WARNING)
+
+
+def main() -> int:
+    """The sweep command: flags in, exit status out (2: bad input, 130: interrupted)."""
     cfg, dry_run = parse_command()  # --help and bad flags answer here, before Ray and MLflow
     if dry_run:
         from sweeps._space import plan
 
         print(json.dumps(plan(cfg), indent=2))
-        sys.exit(0)
+        return 0
     if not cfg.address:  # in-process Ray: on 127.0.0.1 only, decided as Ray is imported
         from sweeps._loopback import listen_on_loopback
 
         listen_on_loopback()
+    from sweeps._preflight import BadInput
     from sweeps._run import run
 
-    sys.exit(run(cfg))
+    show_sweep_logs()
+    try:
+        return run(cfg)
+    except BadInput as e:  # as argparse answers a bad flag
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,23 +35,38 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from trainable import CONFIG_KEY, METRICS, TAGS_KEY, provenance
+from contract import (
+    CONFIG_KEY,
+    DIVERGED_TAG,
+    ERROR_FILE_TAG,
+    EXPERIMENT_KIND,
+    INIT_PREFIX,
+    INTERRUPTED_TAG,
+    PARENT_TAG,
+    PHASE_TAG,
+    REPEAT_OF,
+    REPEAT_OF_TAG,
+    REPORTED_METRICS,
+    RETRIED_TAG,
+    STOPPED_EARLY_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_TAG,
+    TAGS_KEY,
+    TRIAL_ID_TAG,
+    TRIAL_NAME_TAG,
+    TrialStatus,
+    classify,
+    run_status,
+)
+from trainable import provenance
 
-from ._space import REPEAT_OF
+from ._config import SweepConfig
 
-__all__ = ["MlflowTrackingCallback", "TRIAL_ID_TAG", "SWEEP_TAG", "SWEEP_ID_TAG",
-           "STOPPED_EARLY_TAG", "REPEAT_OF_TAG", "find_parent_run", "probe", "sweep_interrupted"]
+__all__ = ["MlflowTrackingCallback", "find_parent_run", "probe", "sweep_interrupted",
+           "tracking_for"]
 
-_logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-TRIAL_ID_TAG = "ray.trial_id"
-SWEEP_TAG = "ghn_sweep.sweep"
-SWEEP_ID_TAG = "ghn_sweep.sweep_id"
-STOPPED_EARLY_TAG = "ghn_sweep.stopped_early"
-DIVERGED_TAG = "ghn_sweep.diverged"
-INTERRUPTED_TAG = "ghn_sweep.interrupted"  # on the parent and open runs of a stopped sweep
-REPEAT_OF_TAG = "ghn_sweep.repeat_of"  # a repeat's run: the trial id whose config it repeats
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
 
 
@@ -221,14 +236,14 @@ class MlflowTrackingCallback(tune.Callback):
             _log_raw_config(self._client, run_id, trial.config)
         error_file = getattr(trial, "error_file", None)
         if error_file:
-            self._client.set_tag(run_id, "ghn_sweep.error_file", str(error_file))
-        self._close(trial, "FAILED")
+            self._client.set_tag(run_id, ERROR_FILE_TAG, str(error_file))
+        self._close(trial, TrialStatus.FAILED)
 
     @_guarded
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune retries the trial from its last checkpoint; the run stays open and continues.
         run_id = self._ensure_run(trial)
-        self._client.set_tag(run_id, "ghn_sweep.retried", "true")
+        self._client.set_tag(run_id, RETRIED_TAG, "true")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close what is open: FINISHED when every trial ended, else KILLED and tagged
@@ -240,11 +255,9 @@ class MlflowTrackingCallback(tune.Callback):
     @_guarded
     def _end_sweep(self, interrupted: bool, trials: list) -> None:
         for trial_id in list(self._runs):
-            _logger.warning("trial %s ended without a final status; closing its run KILLED",
+            log.warning("trial %s ended without a final status; closing its run KILLED",
                             trial_id)
-            run_id = self._runs.pop(trial_id)
-            self._client.set_tag(run_id, INTERRUPTED_TAG, "true")
-            self._client.set_terminated(run_id, status="KILLED")
+            self._interrupt(self._runs.pop(trial_id))
         if self._parent_run_id is not None:
             self._settle_open_runs({t.trial_id: t for t in trials})
             if interrupted:
@@ -300,18 +313,17 @@ class MlflowTrackingCallback(tune.Callback):
                                      (result.get(TAGS_KEY) or {}).items()])
 
     def _complete(self, trial: Any) -> None:
+        """Close the run of a trial Tune completed: a trial whose planned epochs are not known
+        (it never sent its config) ran what it planned."""
         run_id = self._ensure_run(trial)
-        epochs = self._planned.get(trial.trial_id)
         last = self._last_epoch.get(trial.trial_id, 0)
-        if trial.trial_id in self._diverged:
+        epochs = self._planned.get(trial.trial_id, last)
+        status = classify(diverged=trial.trial_id in self._diverged, epochs_run=last,
+                          epochs_planned=epochs, ended=True)
+        if status is TrialStatus.DIVERGED:
             self._client.set_tag(run_id, DIVERGED_TAG, "true")
-            status = "FINISHED"
-        elif epochs is not None and last < epochs:
-            # Tune ended the trial before its last epoch: ASHA's decision (or a stopper's).
+        elif status is TrialStatus.STOPPED_EARLY:  # ASHA's decision (or a stopper's)
             self._client.set_tag(run_id, STOPPED_EARLY_TAG, f"scheduler at epoch {last}/{epochs}")
-            status = "KILLED"
-        else:
-            status = "FINISHED"
         self._close(trial, status)
 
     def _settle_open_runs(self, trials: dict[str, Any]) -> None:
@@ -325,7 +337,7 @@ class MlflowTrackingCallback(tune.Callback):
         """
         open_runs = self._client.search_runs(
             [self._experiment_id],
-            filter_string=(f"tags.`mlflow.parentRunId` = '{self._parent_run_id}' and "
+            filter_string=(f"tags.`{PARENT_TAG}` = '{self._parent_run_id}' and "
                            "attributes.status = 'RUNNING'"))
         for run in open_runs:
             if (REPEAT_OF_TAG in run.data.tags) != (self.phase == "repeats"):
@@ -333,7 +345,7 @@ class MlflowTrackingCallback(tune.Callback):
             trial = trials.get(run.data.tags.get(TRIAL_ID_TAG))
             if trial is None:
                 epochs = int(run.data.metrics.get("epoch", 0))
-                (_logger.warning if epochs else _logger.info)(
+                (log.warning if epochs else log.info)(
                     "deleting run %s (%s): the sweep's killed driver started its trial after "
                     "Tune's last saved state, and the resumed sweep ran another in its place%s",
                     run.info.run_id, run.info.run_name,
@@ -342,13 +354,12 @@ class MlflowTrackingCallback(tune.Callback):
                 self._client.delete_run(run.info.run_id)
             elif trial.status == "ERROR":
                 self._ensure_run(trial)
-                self._close(trial, "FAILED")
+                self._close(trial, TrialStatus.FAILED)
             elif _ended(trial):
                 self._log_result(trial, trial.last_result)
                 self._complete(trial)
             else:
-                self._client.set_tag(run.info.run_id, INTERRUPTED_TAG, "true")
-                self._client.set_terminated(run.info.run_id, status="KILLED")
+                self._interrupt(run.info.run_id)
 
     def _run_guarded(self, method: Callable, args: tuple, kwargs: dict) -> None:
         if self._disabled:
@@ -375,7 +386,7 @@ class MlflowTrackingCallback(tune.Callback):
             self._parent_run_id = found.info.run_id
             self._best_step = int(found.data.tags.get("best.step", -1))
             _reopen(self._client, found)
-            _logger.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
+            log.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
             # The driver's code, packages and machine; each trial tags its own run likewise.
             tags = {SWEEP_TAG: self.sweep, SWEEP_ID_TAG: self.sweep_id, **provenance()}
@@ -391,7 +402,7 @@ class MlflowTrackingCallback(tune.Callback):
         found = self._client.search_runs(
             [self._experiment_id],
             filter_string=(f"tags.`{TRIAL_ID_TAG}` = '{_quote(trial_id)}' and "
-                           f"tags.`mlflow.parentRunId` = '{self._parent_run_id}'"),
+                           f"tags.`{PARENT_TAG}` = '{self._parent_run_id}'"),
             max_results=1)
         if found:
             run_id = found[0].info.run_id
@@ -399,7 +410,7 @@ class MlflowTrackingCallback(tune.Callback):
             self._last_epoch[trial_id] = int(found[0].data.metrics.get("epoch", 0))
             if "optim.epochs" in found[0].data.params:
                 self._planned[trial_id] = int(found[0].data.params["optim.epochs"])
-            _logger.info("trial %s continues MLflow run %s", trial_id, run_id)
+            log.info("trial %s continues MLflow run %s", trial_id, run_id)
         else:
             run_id = self._create_run(trial)
         self._runs[trial_id] = run_id
@@ -412,23 +423,28 @@ class MlflowTrackingCallback(tune.Callback):
         recipe), so the params logged are the trial's own resolved ``TrialConfig.to_flat()``.
         """
         config = dict(trial.config)
-        tags = {"mlflow.parentRunId": self._parent_run_id, TRIAL_ID_TAG: trial.trial_id,
-                "ray.trial_name": str(trial)}
+        tags = {PARENT_TAG: self._parent_run_id, TRIAL_ID_TAG: trial.trial_id,
+                TRIAL_NAME_TAG: str(trial)}
         tags.update({k: str(config[k]) for k in ("arch", "init", "ghn") if k in config})
         if REPEAT_OF in config:  # a further seed of a search trial's configuration
             tags.update({REPEAT_OF_TAG: str(config[REPEAT_OF]),
-                         "ghn_sweep.phase": "repeats"})
+                         PHASE_TAG: "repeats"})
         run = self._client.create_run(self._experiment_id, run_name=str(trial), tags=tags)
         return run.info.run_id
 
-    def _close(self, trial: Any, status: str) -> None:
+    def _close(self, trial: Any, status: TrialStatus) -> None:
         run_id = self._runs.pop(trial.trial_id, None)
         if run_id is not None:
-            self._client.set_terminated(run_id, status=status)
+            self._client.set_terminated(run_id, status=run_status(status))
+
+    def _interrupt(self, run_id: str) -> None:
+        """Close a run whose trial did not end: the sweep was cut off; --resume reopens it."""
+        self._client.set_tag(run_id, INTERRUPTED_TAG, "true")
+        self._client.set_terminated(run_id, status=run_status(TrialStatus.INTERRUPTED))
 
     def _disable(self, error: Exception) -> None:
         self._disabled = True
-        _logger.error(
+        log.error(
             "MLflow tracking at %s is unavailable (%s: %s). Training continues; metrics are kept "
             "only in Ray Tune's results. No further MLflow calls will be made by this driver.",
             self.tracking_uri, type(error).__name__, error)
@@ -451,9 +467,9 @@ def _metrics(result: dict, epoch: int) -> list[Metric]:
     now = int(time.time() * 1000)
     out = []
     for key, value in result.items():
-        ours = key in METRICS or key.startswith("init/")
+        ours = key in REPORTED_METRICS or key.startswith(INIT_PREFIX)
         if ours and isinstance(value, (int, float)) and not isinstance(value, bool):
-            step = 0 if key.startswith("init/") else epoch
+            step = 0 if key.startswith(INIT_PREFIX) else epoch
             out.append(Metric(key, float(value), now, step))
     return out
 
@@ -469,7 +485,7 @@ def _log_raw_config(client: MlflowClient, run_id: str, config: dict) -> None:
     try:
         _log_params(client, run_id, dict(config))
     except Exception as e:  # noqa: BLE001 - e.g. a conflicting value from an earlier attempt
-        _logger.debug("could not log the raw config of run %s: %s", run_id, e)
+        log.debug("could not log the raw config of run %s: %s", run_id, e)
 
 
 def _quote(value: str) -> str:
@@ -483,3 +499,13 @@ def probe(uri: str, timeout_s: float = 5.0) -> None:
     import requests
 
     requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+
+
+def tracking_for(cfg: SweepConfig, sweep_id: str, *, final: bool,
+                 phase: str = "search") -> MlflowTrackingCallback:
+    """The tracking callback of one phase of sweep ``cfg``; ``final``: its end closes the
+    parent run."""
+    return MlflowTrackingCallback(
+        tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
+        sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, sweep_id=sweep_id,
+        final=final, phase=phase)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 
 from analysis import read_mlflow, trials_table
+from contract import CONFIG_KEY, TAGS_KEY
 from sweeps.tracking import MlflowTrackingCallback
-from trainable import CONFIG_KEY, TAGS_KEY, TrialConfig
+from trainable import TrialConfig
 
 
 class Trial:

@@ -1,5 +1,7 @@
 """The progress view: counts by state, best so far, and their mirror on the parent run."""
 
+import logging
+
 from mlflow.tracking import MlflowClient
 
 from sweeps._progress import ProgressCallback
@@ -22,16 +24,22 @@ def _report(cb, trials, trial, epoch, acc):
     cb.on_trial_result(0, trials, trial, trial.last_result)
 
 
-def test_a_starting_trial_shows_as_running(capsys):
+def _lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "sweeps._progress"]
+
+
+def test_a_starting_trial_shows_as_running(caplog):
+    caplog.set_level(logging.INFO, logger="sweeps._progress")
     cb = ProgressCallback("val/acc", max_epochs=3)
     a, b = FakeTrial("a"), FakeTrial("b")
     b.status = "PENDING"  # Tune calls on_trial_start before it marks the trial RUNNING
     cb.on_trial_start(0, [a, b], b)
-    assert capsys.readouterr().out.strip().endswith(
+    assert _lines(caplog)[-1].endswith(
         "2 running · 0 finished · 0 stopped early · 0 diverged · 0 failed")
 
 
-def test_counts_best_and_parent_run(tmp_path, capsys):
+def test_counts_best_and_parent_run(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="sweeps._progress")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s")
     tracking.setup()
@@ -52,7 +60,7 @@ def test_counts_best_and_parent_run(tmp_path, capsys):
 
     assert cb.counts(trials) == {"running": 0, "finished": 1, "stopped early": 1,
                                  "diverged": 0, "failed": 1}
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    last = _lines(caplog)[-1]
     assert "0 running · 1 finished · 1 stopped early · 0 diverged · 1 failed" in last
     assert "best val/acc 0.500 (resnet18 ghn lr=0.01 beta=3e-05)" in last
 
@@ -68,7 +76,8 @@ def test_counts_best_and_parent_run(tmp_path, capsys):
 
 
 
-def test_best_is_analysis_best_a_complete_trial_beats_a_higher_stopped_or_diverged_one(capsys):
+def test_best_is_contract_best_a_complete_trial_beats_a_higher_stopped_or_diverged_one(caplog):
+    caplog.set_level(logging.INFO, logger="sweeps._progress")
     cb = ProgressCallback("val/acc", max_epochs=2)
     high, done, wild = (FakeTrial(t, arch="resnet18", init="ghn", **{"optim.lr": lr})
                         for t, lr in (("a", 0.01), ("b", 0.02), ("c", 0.5)))
@@ -85,6 +94,6 @@ def test_best_is_analysis_best_a_complete_trial_beats_a_higher_stopped_or_diverg
     assert cb.best_trial()[0] == "a"  # b still running: not complete, and lower
     cb.on_trial_complete(0, trials, done)
     assert cb.best_trial()[0] == "b"  # ran to its last epoch: beats a's higher early stop
-    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+    assert _lines(caplog)[-1].endswith(
         "| best val/acc 0.500 (resnet18 ghn lr=0.02)")
     assert cb.counts(trials)["diverged"] == 1

@@ -4,14 +4,15 @@ with its study after a killed driver."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import optuna
 import pytest
 
 from sweeps._config import SweepConfig
 from sweeps._identity import write_sweep_id
-from sweeps._resume import HARMLESS, config_changes, resumed_record
-from sweeps._run import PrunedAwareOptunaSearch, _prepare
+from sweeps._preflight import HARMLESS, BadInput, config_changes, preflight, resumed_record
+from sweeps._searchers import PrunedAwareOptunaSearch
 
 
 def _started(tmp_path, **fields) -> SweepConfig:
@@ -45,21 +46,21 @@ def test_a_gpu_share_is_harmless_but_a_change_of_device_is_not(tmp_path):
     assert set(HARMLESS) <= {f.name for f in dataclasses.fields(SweepConfig)}
 
 
-def test_resume_with_changed_search_flags_exits_2_naming_them(tmp_path, capsys):
+def test_resume_with_changed_search_flags_is_refused_naming_them(tmp_path):
     cfg = _started(tmp_path)
-    with pytest.raises(SystemExit) as e:
-        _prepare(dataclasses.replace(cfg, seed=3, num_samples=20, resume=True))
-    assert e.value.code == 2
-    err = capsys.readouterr().err
+    with pytest.raises(BadInput) as e:
+        preflight(dataclasses.replace(cfg, seed=3, num_samples=20, resume=True))
+    err = str(e.value)
     assert "--num-samples 8 -> 20" in err and "--seed 0 -> 3" in err and "--name" in err
 
 
-def test_resume_accepts_and_says_harmless_changes(tmp_path, capsys):
+def test_resume_accepts_and_says_harmless_changes(tmp_path, caplog):
     cfg = _started(tmp_path)
-    record = resumed_record(dataclasses.replace(cfg, max_concurrent=4, resume=True))
+    with caplog.at_level(logging.INFO, logger="sweeps._preflight"):
+        record = resumed_record(dataclasses.replace(cfg, max_concurrent=4, resume=True))
     assert record["sweep_id"] == "id-1"
-    out = capsys.readouterr().out
-    assert "resume: --max-concurrent 2 -> 4 accepted: how many trials run at once" in out
+    assert "resume: --max-concurrent 2 -> 4 accepted: how many trials run at once" in \
+        caplog.messages
 
 
 def _record(cfg):

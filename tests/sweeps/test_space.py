@@ -7,15 +7,17 @@ import optuna
 import pytest
 import torchvision
 
+from contract import REPEAT_OF
 from postproc import apply_postproc, list_layers
 from sweeps._config import SweepConfig
-from sweeps._run import GridTrial, PrunedAwareOptunaSearch, repeat_configs
+from sweeps._grid import GridTrial
+from sweeps._repeats import repeat_configs
+from sweeps._searchers import PrunedAwareOptunaSearch
 from sweeps._space import (
     LAYER_SHARE,
     LR_SCALE,
     MAX_SZ_CHOICES,
     NOISE,
-    REPEAT_OF,
     SearchSpace,
     baseline_configs,
     count_layers,

@@ -183,7 +183,7 @@ def test_trial_directories_are_named_by_their_sampled_values():
     from ray.tune.experiment import Trial
 
     from analysis._ray_results import trial_id_of
-    from sweeps._run import trial_dirname
+    from sweeps._tuner import trial_dirname
 
     sweep = SweepConfig(archs=("resnet18",))
     config = {**fixed_values(sweep), "arch": "resnet18", "optim.lr": 0.00151234, "init": "ghn",
@@ -256,7 +256,7 @@ def test_script_refuses_a_name_another_sweep_has_in_mlflow(tmp_path, reference_d
     that name would mix with it, so it is refused before Ray starts."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking import SWEEP_ID_TAG, SWEEP_TAG
+    from contract import SWEEP_ID_TAG, SWEEP_TAG
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp_id = client.create_experiment("ghn-sweep")

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis._ray_results import trial_id_of
-from sweeps.tracking import SWEEP_TAG, TRIAL_ID_TAG
+from contract import SWEEP_TAG, TRIAL_ID_TAG
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "sweeps" / "noise_vs_lr.py"

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps._config import SweepConfig
-from sweeps._run import build_tuner
+from sweeps._tuner import build_tuner
 from sweeps.tracking import MlflowTrackingCallback
 
 ray = pytest.importorskip("ray")

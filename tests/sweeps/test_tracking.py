@@ -7,17 +7,18 @@ import threading
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking import (
+from contract import (
+    CONFIG_KEY,
     DIVERGED_TAG,
     INTERRUPTED_TAG,
     STOPPED_EARLY_TAG,
     SWEEP_ID_TAG,
     SWEEP_TAG,
+    TAGS_KEY,
     TRIAL_ID_TAG,
-    MlflowTrackingCallback,
-    find_parent_run,
 )
-from trainable import CONFIG_KEY, TAGS_KEY, TrialConfig
+from sweeps.tracking import MlflowTrackingCallback, find_parent_run
+from trainable import TrialConfig
 
 
 class FakeTrial:

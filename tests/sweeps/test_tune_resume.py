@@ -1,11 +1,13 @@
 """A real Ray Tune run: a trial killed mid-way, restored with Tuner.restore, one MLflow run."""
 
+import logging
 import os
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking import TRIAL_ID_TAG, MlflowTrackingCallback
+from contract import TRIAL_ID_TAG
+from sweeps.tracking import MlflowTrackingCallback
 
 ray = pytest.importorskip("ray")
 tune = pytest.importorskip("ray.tune")
@@ -114,15 +116,16 @@ def _parent_run_id(client, sweep):
     return parent.info.run_id
 
 
-def test_sweep_summary_names_the_best_epoch_of_any_trial(ray_local, tmp_path, capsys):
+def test_sweep_summary_names_the_best_epoch_of_any_trial(ray_local, tmp_path, caplog):
     """The end-of-sweep line, the best_config.json and the progress line name one trial, by
-    analysis.best's rule: the best epoch of any trial (a trial whose val/acc peaked at 0.9 and
+    contract.rank_key: the best epoch of any trial (a trial whose val/acc peaked at 0.9 and
     ended at 0.6 beats one that stayed at 0.7: Tune's default compares last epochs), among
     trials that ran to their last epoch (0.95 after 2 of 3 epochs does not count), never a
     diverged one (0.99)."""
     from sweeps._config import SweepConfig
+    from sweeps._grid import grid_trials
+    from sweeps._outputs import write_outputs
     from sweeps._progress import ProgressCallback
-    from sweeps._run import _finish, grid_trials
 
     def curve(config):
         from ray import tune
@@ -133,6 +136,7 @@ def test_sweep_summary_names_the_best_epoch_of_any_trial(ray_local, tmp_path, ca
             if config["diverges"] and epoch == 2:
                 return
 
+    caplog.set_level(logging.INFO, logger="sweeps")
     progress = ProgressCallback("val/acc", max_epochs=3)
     base = {"arch": "resnet18", "init": "ghn", "optim.lr": 0.01}
     accs = [[0.5, 0.9, 0.6], [0.7, 0.7, 0.7], [0.5, 0.95], [0.5, 0.99, 0.99]]
@@ -146,10 +150,9 @@ def test_sweep_summary_names_the_best_epoch_of_any_trial(ray_local, tmp_path, ca
     assert statuses == {(0.5, 0.9, 0.6): "finished", (0.7, 0.7, 0.7): "finished",
                         (0.5, 0.95): "stopped_early", (0.5, 0.99, 0.99): "diverged"}
     cfg = SweepConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    _finish(cfg, grid, tmp_path / "out")
-    out = capsys.readouterr().out
-    assert "best val/acc = 0.9000 (epoch 2, finished) with resnet18 ghn lr=0.01" in out
-    last_progress = [line for line in out.splitlines() if line.startswith("[")][-1]
+    write_outputs(cfg, grid, tmp_path / "out")
+    assert "best val/acc = 0.9000 (epoch 2, finished) with resnet18 ghn lr=0.01" in caplog.messages
+    last_progress = [line for line in caplog.messages if line.startswith("[")][-1]
     assert last_progress.endswith("| best val/acc 0.900 (resnet18 ghn lr=0.01)")
     assert progress.best_trial()[1].config["accs"] == [0.5, 0.9, 0.6]
 
@@ -186,16 +189,17 @@ def _asha_tuner(trial, path, accs):
                                   failure_config=tune.FailureConfig(max_failures=0)))
 
 
-def test_restored_asha_stops_a_trial_as_the_uninterrupted_one_would(ray_local, tmp_path, capfd):
+def test_restored_asha_stops_a_trial_as_the_uninterrupted_one_would(ray_local, tmp_path, caplog):
     """Tune restores no scheduler: without its saved rungs, a resumed ASHA has nothing to
     compare the weak trial's first epoch with and runs it to the end."""
+    caplog.set_level(logging.INFO, logger="sweeps._resume")
     trial = _fails_first_if_weak(str(tmp_path / "cut"))
     first = _asha_tuner(trial, tmp_path / "asha", [0.9, 0.8, 0.7, 0.1]).fit()
     assert sorted(r.metrics.get("val/acc", 0) for r in first if not r.error) == [0.7, 0.8, 0.9]
     resumed = tune.Tuner.restore(str(tmp_path / "asha"), trial, resume_errored=True).fit()
     (weak,) = [r for r in resumed if r.config["acc"] == 0.1]
     assert weak.error is None and weak.metrics["epoch"] == 1  # stopped at the first rung
-    assert "resume: ASHA's rungs restored (" in capfd.readouterr().out
+    assert any(m.startswith("resume: ASHA's rungs restored (") for m in caplog.messages)
 
 
 def _checkpoints_then_fails_once(marker: str):

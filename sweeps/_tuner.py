@@ -1,0 +1,97 @@
+"""A phase of the sweep as a Ray Tune ``Tuner``: a new one, or with ``--resume`` the restored one.
+
+The search runs TPE under ASHA; the repeats run a fixed list of configs, every trial to its last
+epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler
+
+from contract import METRIC, MODE
+
+from ._config import SweepConfig
+from ._progress import describe
+from ._resume import SchedulerState, apply_harmless, heal_checkpoints
+from ._searchers import repeats_algorithm, search_algorithm
+from ._trial import sweep_trial
+
+
+def quiet_tune() -> None:
+    """Tune's settings for a sweep, as environment variables, before Ray starts."""
+    # Checkpointing every epoch (--checkpoint-every 1) is deliberate; don't warn about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # MLflow is the sweep's record: no third copy of the metrics as TensorBoard events (with
+    # tensorboardX installed they cost the driver ~70 ms per trial, between trials).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+def trial_dirname(trial: Trial) -> str:
+    """``sweep_trial_<id>_<n>_resnet18_ghn_lr=0.0015_orth=True``: the trial's sampled values.
+
+    Tune's default name lists every config key alphabetically, the sweep's constants
+    (checkpoint_every, data_dataset, ...) first, and cuts it at 130 characters, before them.
+    """
+    number = trial.experiment_tag.split("_", 1)[0]  # Tune's tag: "<n>_<key=value,...>"
+    return "_".join([trial.trainable_name, trial.trial_id, number,
+                     *describe(trial.config).split()])
+
+
+def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn: Callable = sweep_trial,
+                repeats: list[dict] | None = None) -> tune.Tuner:
+    """A new Tuner, or with `cfg.resume` the interrupted one; `trial_fn(config, sweep)`.
+
+    ``repeats``: instead of the search, run exactly these configs (the repeats phase: every
+    trial to its last epoch, no scheduler). A restored Tuner runs the callbacks it saved with
+    the sweep, not `callbacks`.
+    """
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, sweep=cfg),
+        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+    path = cfg.sweep_path if repeats is None else cfg.repeats_path
+    if cfg.resume and tune.Tuner.can_restore(path):
+        return _restore(cfg, path, trainable)
+    # Tune's per-trial result.json and progress.csv, which the ResultGrid reads, whatever
+    # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`quiet_tune` sets it).
+    callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback()]
+    common = {"metric": METRIC, "mode": MODE, "trial_dirname_creator": trial_dirname,
+              # A new trial reuses a finished one's process: no second torch import, and the
+              # node's caches are warm.
+              "reuse_actors": True}
+    if repeats is not None:
+        tune_config = tune.TuneConfig(search_alg=repeats_algorithm(cfg, repeats),
+                                      num_samples=len(repeats), **common)
+    else:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs,
+                                  grace_period=cfg.grace_period,
+                                  reduction_factor=cfg.reduction_factor)
+        callbacks.append(SchedulerState(scheduler))  # its rungs, saved with Tune's state
+        tune_config = tune.TuneConfig(scheduler=scheduler, search_alg=search_algorithm(cfg),
+                                      num_samples=cfg.num_samples, **common)
+    return tune.Tuner(trainable, tune_config=tune_config,
+                      run_config=_run_config(cfg, path, callbacks))
+
+
+def _run_config(cfg: SweepConfig, path: str, callbacks: list) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=path.rsplit("/", 1)[1], storage_path=cfg.storage_path, callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        # Two, not one: Tune deletes the older checkpoint when the newer one reaches the driver,
+        # but the experiment state that --resume reads is saved only now and then, so after a
+        # killed driver it may still name the older one (see sweeps._resume.heal_checkpoints).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
+
+
+def _restore(cfg: SweepConfig, path: str, trainable: Callable) -> tune.Tuner:
+    """The interrupted Tuner at ``path``, with ``--resume``'s harmless settings."""
+    tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                               resume_errored=True)
+    apply_harmless(tuner, cfg)
+    heal_checkpoints(tuner)
+    return tuner
