@@ -1,7 +1,7 @@
 """A sweep's identity: an id kept with its Ray experiment and tagged on its parent run.
 
 A fresh sweep gets a new id, written to ``<storage>/<sweep>/ghn_sweep.json`` before Ray
-starts with the sweep's configuration; ``--resume`` reads both back (``sweeps._resume`` compares
+starts with the sweep's configuration; ``--resume`` reads both back (``sweeps._preflight`` compares
 the configuration with the flags). The tracking callback finds the parent run by this id, not
 by the name, so a fresh sweep never reopens the parent of another sweep that had the same name
 (one whose results were deleted, or that used another ``--storage``).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +83,18 @@ def _check_storage(cfg: SweepConfig) -> dict[str, Any] | None:
         raise BadInput(f"--resume: there is no sweep to resume at {cfg.sweep_path}")
     if cfg.resume:
         return resumed_record(cfg)
-    for what, path in (("a sweep", cfg.sweep_path), ("the repeats of a sweep", cfg.repeats_path)):
-        if tune.Tuner.can_restore(path):  # a second fresh run would merge into it
-            raise BadInput(f"--name: {what} named {cfg.sweep_name!r} "
-                           f"{'already exists' if path == cfg.sweep_path else 'exist'} at "
-                           f"{path}; continue it with --resume, or start another with "
-                           "--name NEW_NAME")
+    # A second fresh run would merge into the first (Ray, Optuna, MLflow).
+    if exists:
+        _name_taken(f"a sweep named {cfg.sweep_name!r} already exists at {cfg.sweep_path}")
+    if tune.Tuner.can_restore(cfg.repeats_path):
+        _name_taken(f"the repeats of a sweep named {cfg.sweep_name!r} exist at "
+                    f"{cfg.repeats_path}")
     return None
+
+
+def _name_taken(what: str) -> typing.NoReturn:
+    raise BadInput(f"--name: {what}; continue it with --resume, or start another with "
+                   "--name NEW_NAME")
 
 
 def prepare_inputs(cfg: SweepConfig) -> None:

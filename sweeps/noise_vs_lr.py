@@ -27,6 +27,7 @@ def show_sweep_logs() -> None:
     err.setLevel(logging.WARNING)
     sweeps = logging.getLogger("sweeps")
     sweeps.setLevel(logging.INFO)
+    sweeps.propagate = False  # once, whatever handlers Ray or MLflow give the root logger
     for handler in (out, err):
         handler.setFormatter(logging.Formatter("%(message)s"))
         sweeps.addHandler(handler)

@@ -255,8 +255,7 @@ class MlflowTrackingCallback(tune.Callback):
     @_guarded
     def _end_sweep(self, interrupted: bool, trials: list) -> None:
         for trial_id in list(self._runs):
-            log.warning("trial %s ended without a final status; closing its run KILLED",
-                            trial_id)
+            log.warning("trial %s ended without a final status; closing its run KILLED", trial_id)
             self._interrupt(self._runs.pop(trial_id))
         if self._parent_run_id is not None:
             self._settle_open_runs({t.trial_id: t for t in trials})

@@ -59,8 +59,7 @@ def test_resume_accepts_and_says_harmless_changes(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="sweeps._preflight"):
         record = resumed_record(dataclasses.replace(cfg, max_concurrent=4, resume=True))
     assert record["sweep_id"] == "id-1"
-    assert "resume: --max-concurrent 2 -> 4 accepted: how many trials run at once" in \
-        caplog.messages
+    assert "resume: --max-concurrent 2 -> 4 accepted: how many trials run at once" in caplog.text
 
 
 def _record(cfg):

@@ -255,8 +255,8 @@ def test_resume_after_a_checkpoint_was_deleted_ahead_of_tunes_state(ray_local, t
 
 def test_harmless_flags_reach_the_restored_tuners_searcher_and_tracking(ray_local, tmp_path):
     from sweeps._config import SweepConfig
-    from sweeps._resume import Limiter, apply_harmless
-    from sweeps._run import FixedConfigs
+    from sweeps._resume import apply_harmless
+    from sweeps._searchers import FixedConfigs, Limiter
 
     old, new = (f"sqlite:///{tmp_path / name}" for name in ("old.db", "new.db"))
     tune.Tuner(
