@@ -22,7 +22,6 @@ __all__ = [
     "EPOCH_METRICS",
     "ERROR_FILE_TAG",
     "EXPERIMENT_KIND",
-    "INIT_METRICS",
     "INIT_PREFIX",
     "INTERRUPTED_TAG",
     "METRIC",
@@ -54,9 +53,8 @@ EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "
 # Every report also carries its epoch and the seconds spent compiling (0 when not compiled);
 # "test/acc" only on the epochs the trial's test evaluation selects.
 REPORTED_METRICS = ("epoch", *EPOCH_METRICS, "compile_time_s")
-# Diagnostics of the initial parameters, reported once (logged at step 0).
+# Diagnostics of the initial parameters (init/mean_abs_cos, ...), reported once: step 0.
 INIT_PREFIX = "init/"
-INIT_METRICS = ("init/mean_abs_cos", "init/repeat_share", "init/eff_rank_ratio", "init/n_layers")
 # The first report of a fresh trial: its string tags, and its resolved flat config.
 TAGS_KEY = "trial_tags"
 CONFIG_KEY = "trial_config"
