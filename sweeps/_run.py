@@ -22,6 +22,7 @@ from ._outputs import log_closing_lines, log_resume_hint, write_outputs
 from ._preflight import Cleared, preflight
 from ._progress import ProgressCallback
 from ._repeats import repeat_configs
+from ._signals import StopSignals
 from ._tuner import build_tuner, quiet_tune
 from .tracking import tracking_for
 
@@ -30,11 +31,13 @@ log = logging.getLogger(__name__)
 
 def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     """Run the sweep ``cfg``: the search, then the repeats. Returns the exit status (130:
-    interrupted; ``argv``, default ``sys.argv[1:]``, is echoed in the hint to ``--resume``);
-    raises `sweeps._preflight.BadInput` before Ray starts."""
+    interrupted by Ctrl-C, 143: by SIGTERM; ``argv``, default ``sys.argv[1:]``, is echoed in the
+    hint to ``--resume``); raises `sweeps._preflight.BadInput` before Ray starts."""
     cleared = preflight(cfg)
     quiet_tune()
     start_ray(cfg)
+    stop = StopSignals()
+    stop.install()  # after Ray, whose own SIGTERM handlers would end the driver unsaved
     start = time.time()
     out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
     progress = ProgressCallback(METRIC, cfg.max_epochs, cleared.tracking)
@@ -44,9 +47,9 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     if cfg.repeats and not interrupted:
         interrupted = _repeat(cfg, search, cleared, out)
     log_closing_lines(cfg, time.time() - start)
-    if interrupted:  # Ctrl-C: what ran is kept, the rest can follow
+    if interrupted:  # Ctrl-C or SIGTERM: what ran is kept, the rest can follow
         log_resume_hint(cfg, argv)
-        return 130
+        return stop.exit_status()
     return 0
 
 

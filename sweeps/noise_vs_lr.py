@@ -35,7 +35,8 @@ def show_sweep_logs() -> None:
 
 
 def main() -> int:
-    """The sweep command: flags in, exit status out (2: bad input, 130: interrupted)."""
+    """The sweep command: flags in, exit status out (2: bad input, 130: interrupted by Ctrl-C,
+    143: by SIGTERM)."""
     cfg, dry_run = parse_command()  # --help and bad flags answer here, before Ray and MLflow
     if dry_run:
         from sweeps._space import plan
