@@ -1,11 +1,12 @@
 """Everything a sweep can check before Ray starts, so that bad input fails before any trial.
 
-In order: the sweep's place in Ray's storage (a fresh sweep must not merge into another of its
-name; ``--resume`` needs one, started with the same flags, bar the harmless ones in `HARMLESS`),
-the GHN checkpoint and the data (downloaded here, once), then the MLflow store (a fresh sweep's
-name must be free there; a resumed sweep's store must hold its parent run). A fresh sweep's id
-and configuration are written last. Every refusal is a `BadInput`, on which the command exits 2.
-"""
+In order: that the storage can be written and the tracking server is MLflow's (`sweeps._reach`),
+the sweep's place in Ray's storage (a fresh sweep must not merge into another of its name;
+``--resume`` needs one, started with the same flags, bar the harmless ones in `HARMLESS`), the GHN
+checkpoint and the data (downloaded and decoded here, once: an empty class folder or a file that
+does not decode is named), then the MLflow store (a fresh sweep's name must be free there; a
+resumed sweep's store must hold its parent run). A fresh sweep's id and configuration are written
+last. Every refusal is a `BadInput`, on which the command exits 2; none deletes anything."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from trainable import prepare_data
 
 from ._config import SweepConfig
 from ._identity import ID_FILE, config_record, new_sweep_id, read_sweep_record, write_sweep_id
+from ._reach import storage_problem, tracking_problem
 from ._space import baseline_configs, trial_config
 from .tracking import MlflowTrackingCallback, tracking_for
 
@@ -61,6 +63,9 @@ class Cleared:
 
 def preflight(cfg: SweepConfig) -> Cleared:
     """Check the sweep ``cfg`` as the module says; raises `BadInput`."""
+    for problem in (storage_problem(cfg.storage_path), tracking_problem(cfg.tracking_uri)):
+        if problem:
+            raise BadInput(problem)
     record = _check_storage(cfg)
     prepare_inputs(cfg)
     sweep_id = str(record["sweep_id"]) if record else new_sweep_id()

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +115,7 @@ def _decoded(cfg: DataConfig) -> dict:
     classes = resolve_classes(cfg.classes, known, cfg.dataset)
     files = sorted(f for c in classes for split in ("train", "test")
                    for f in (path / split / c).glob("*"))
+    _require_images(path, classes)
     # The key changes when files are added, removed or touched, and with the class selection.
     stamp = (len(files), max((f.stat().st_mtime_ns for f in files), default=0))
     parts = {"classes": classes} if cfg.classes else {}
@@ -178,17 +180,13 @@ def _torchvision_cifar(name: str, root: Path) -> dict:
 def _image_folder(path: Path, classes: list[str]) -> dict:
     """Decode ``classes`` of an ImageFolder tree (class subfolders under train/ and test/) into
     uint8 NHWC, labelled by their position in ``classes``."""
-    import numpy as np
-    from PIL import Image
-
     out: dict = {"classes": classes}
     for split in ("train", "test"):
         images, labels = [], []
         for label, name in enumerate(classes):
             for f in sorted((path / split / name).iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES:
-                    with Image.open(f) as im:
-                        images.append(torch.from_numpy(np.array(im.convert("RGB"))))
+                    images.append(torch.from_numpy(_decode(f)))
                     labels.append(label)
         shapes = {tuple(im.shape) for im in images}
         if len(shapes) != 1:
@@ -198,6 +196,32 @@ def _image_folder(path: Path, classes: list[str]) -> dict:
     _logger.info("decoded %s: %d train, %d test images", path, len(out["train_y"]),
                  len(out["test_y"]))
     return out
+
+
+def _require_images(path: Path, classes: list[str]) -> None:
+    """Every class has images in train/ and test/: an empty class folder would silently train a
+    classifier with a class it never sees."""
+    for split in ("train", "test"):
+        for name in classes:
+            folder = path / split / name
+            if not folder.is_dir() or not any(f.suffix.lower() in IMAGE_SUFFIXES
+                                               for f in folder.iterdir()):
+                raise ValueError(f"data.dataset: class folder {folder} holds no images "
+                                 f"({', '.join(sorted(IMAGE_SUFFIXES))}); add its images, or "
+                                 "leave the class out (data.classes)")
+
+
+def _decode(f: Path) -> Any:
+    """One image as uint8 HWC RGB; a file that does not decode is named, with what to do."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(f) as im:
+            return np.array(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for corrupt/truncated files
+        raise ValueError(f"data.dataset: cannot decode {f} ({type(e).__name__}: {e}); replace "
+                         "or delete the file") from None
 
 
 def to_input(x: torch.Tensor, splits: Splits, size: int, channels_last: bool) -> torch.Tensor:
