@@ -126,6 +126,11 @@ class ProgressCallback(tune.Callback):
             line += f" | best {self.metric} {state.best_val:.3f} ({describe(state.config)})"
         if self.phase != "search":
             line = f"{self.phase}: {line}"
+        behind = self.tracking.behind() if self.tracking is not None else None
+        if behind is not None:  # the store is away: say what waits for it, and since when
+            since = time.strftime("%H:%M:%S", time.localtime(time.time() - behind[1]))
+            line += f" | MLflow tracking behind: {behind[0]} writes queued (store away since " \
+                    f"{since})"
         if line != self._last_line:
             log.info("[%s] %s", time.strftime("%H:%M:%S"), line)
             self._last_line = line

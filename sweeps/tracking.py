@@ -17,18 +17,23 @@ MLflow calls run in order on one writer thread, so the hooks return at once: Tun
 back until the driver's callbacks are done with its result, and a store's latency (tens of ms
 for SQLite, more over HTTP) would otherwise be added to every epoch of every trial.
 
-If the tracking store cannot be reached, the callback says so once, loudly, and switches itself
-off: training goes on and Ray's own results keep the metrics.
+If the tracking store goes away mid-sweep, the writes wait in that queue and are retried with
+backoff until it is back (`sweeps._patient`); the progress line says how far tracking is behind.
+Writes still not made when the experiment ends (after a grace period, ``GHN_SWEEP_TRACKING_GRACE_S``
+seconds, default 120) are kept as JSON lines in ``tracking-pending-<phase>.jsonl`` beside the
+sweep's results and replayed when the sweep next starts (``--resume``). Only a store that refuses
+the connection for good (not an outage) switches the callback off.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -61,6 +66,16 @@ from contract import (
 from trainable import provenance
 
 from ._config import SweepConfig
+from ._patient import (
+    GaveUp,
+    PatientClient,
+    TrialRecord,
+    Writer,
+    decode,
+    encode,
+    load_journal,
+    save_journal,
+)
 
 __all__ = ["MlflowTrackingCallback", "find_parent_run", "probe", "sweep_interrupted",
            "tracking_for"]
@@ -68,6 +83,15 @@ __all__ = ["MlflowTrackingCallback", "find_parent_run", "probe", "sweep_interrup
 log = logging.getLogger(__name__)
 
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
+GRACE_ENV = "GHN_SWEEP_TRACKING_GRACE_S"  # how long the experiment's end waits for the store
+DEFAULT_GRACE_S = 120.0
+# MLflow's own HTTP retries (7 by default, minutes of backoff per call) would hide an outage from
+# the writer's queue and hold each write that long; a few, then the queue's own retries.
+MLFLOW_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                         "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+# The writes that end a phase: on replay the new driver's own end does them, with what it knows.
+NOT_REPLAYED = {"_end_sweep", "close_parent"}
+_WRITES: dict[str, Callable] = {}  # the queued writes by name, for the journal's replay
 
 
 def find_parent_run(client: MlflowClient, experiment_id: str, sweep: str,
@@ -94,12 +118,13 @@ def sweep_interrupted(ended: list[bool], total: int | None) -> bool:
 
 
 def _guarded(method: Callable) -> Callable:
-    """Queue a hook on the callback's writer thread, where it runs only while tracking works; the
-    first error switches tracking off, loudly."""
+    """Queue a write on the callback's writer thread; its arguments (trial records, results) are
+    JSON-able, so that a write the store never took can wait on disk for the next start."""
+    _WRITES[method.__name__] = method
 
     @functools.wraps(method)
     def wrapper(self: MlflowTrackingCallback, *args: Any, **kwargs: Any) -> None:
-        self._writer.submit(self._run_guarded, method, args, kwargs)
+        self._enqueue(method.__name__, list(args), kwargs)
 
     return wrapper
 
@@ -118,12 +143,14 @@ class MlflowTrackingCallback(tune.Callback):
             False for the search when repeats follow it as a second experiment.
         phase: ``search`` or ``repeats``, the experiment whose child runs this callback owns
             (a repeat's run is tagged ``ghn_sweep.repeat_of``).
+        journal_dir: where writes the store never took are kept for the next start (the sweep's
+            results directory); None: they are logged as lost.
     """
 
     def __init__(
         self, *, tracking_uri: str, experiment: str, sweep: str,
         sweep_params: dict[str, Any] | None = None, sweep_id: str | None = None,
-        final: bool = True, phase: str = "search",
+        final: bool = True, phase: str = "search", journal_dir: str | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -132,6 +159,7 @@ class MlflowTrackingCallback(tune.Callback):
         self.sweep_id = sweep_id or uuid.uuid4().hex
         self.final = final
         self.phase = phase
+        self.journal_dir = journal_dir
         self._reset()
 
     def _reset(self) -> None:
@@ -139,7 +167,7 @@ class MlflowTrackingCallback(tune.Callback):
         self._disabled = False
         self._experiment_id: str | None = None
         self._parent_run_id: str | None = None
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self._writer = Writer(self.tracking_uri)
         self._connect_queued = False
         self._total: int | None = None  # trials the sweep asked for, from Tune's setup
         self._runs: dict[str, str] = {}  # trial id -> MLflow run id
@@ -153,10 +181,10 @@ class MlflowTrackingCallback(tune.Callback):
         # runs by tag, so no client or run ids travel.
         return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "sweep",
                                               "sweep_params", "sweep_id", "final",
-                                              "phase")}
+                                              "phase", "journal_dir")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"journal_dir": None, **state})
         self._reset()
 
     # --- Tune hooks -------------------------------------------------------------------------
@@ -169,16 +197,49 @@ class MlflowTrackingCallback(tune.Callback):
         """
         if not self._connect_queued:
             self._connect_queued = True
-            self._connect()
+            for name, value in MLFLOW_RETRY_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+            self._writer.submit(lambda: self._run_guarded(type(self)._connect, ()))
 
     def setup(self, **info: Any) -> None:
         self._total = info.get("total_num_samples")
         self.connect()
-        self._open_parent_run()
+        self._writer.submit(lambda: self._run_guarded(type(self)._open_parent_run, ()))
+        self._replay_journal()
 
     def flush(self) -> None:
-        """Wait until every MLflow call queued so far is done."""
+        """Wait until every MLflow call queued so far is done (an outage is waited out)."""
         self._writer.submit(lambda: None).result()
+
+    def behind(self) -> tuple[int, float] | None:
+        """While the store is away: (writes waiting, seconds it has been away); else None."""
+        return self._writer.behind()
+
+    @property
+    def journal(self) -> Path | None:
+        """Where this phase's writes that the store never took wait for the next start."""
+        if self.journal_dir is None:
+            return None
+        return Path(self.journal_dir) / f"tracking-pending-{self.phase}.jsonl"
+
+    def _enqueue(self, name: str, args: list, kwargs: dict[str, Any]) -> None:
+        record = {"op": name, "args": encode(args), "kwargs": encode(kwargs)}
+        self._writer.submit(lambda: self._run_guarded(_WRITES[name], args, kwargs), record)
+
+    def _replay_journal(self) -> None:
+        """Queue the writes a previous driver could not make; the file goes once they are made
+        (if the store is away again at the end, `on_experiment_end` writes it anew)."""
+        path = self.journal
+        records = load_journal(path) if path else []
+        if not records:
+            return
+        log.warning("replaying %d MLflow writes that the store did not take before the sweep "
+                    "last stopped (%s)", len(records), path)
+        for record in records:
+            if record["op"] in NOT_REPLAYED:
+                continue
+            self._enqueue(record["op"], decode(record["args"]), decode(record.get("kwargs", {})))
+        self._writer.submit(lambda: path.unlink(missing_ok=True))
 
     def other_parent_run(self) -> Any | None:
         """A parent run of another sweep with this sweep's name in the experiment (waits for
@@ -202,8 +263,9 @@ class MlflowTrackingCallback(tune.Callback):
                 return None
             try:
                 return question()
-            except Exception as e:  # noqa: BLE001 - as any tracking failure: loud, not fatal
-                self._disable(e)
+            except Exception as e:  # noqa: BLE001 - a refusal: loud, not fatal
+                log.error("MLflow at %s could not answer (%s: %s)", self.tracking_uri,
+                          type(e).__name__, e)
                 return None
 
         self.connect()
@@ -215,42 +277,75 @@ class MlflowTrackingCallback(tune.Callback):
         self.flush()
         return self._parent_run_id
 
-    @_guarded
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ensure_run(trial)
+    # Tune's hooks queue a write with a copy of what it needs, and return.
 
-    @_guarded
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._start(TrialRecord.of(trial))
+
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        self._log_result(trial, result)
+        self._result(TrialRecord.of(trial), dict(result))
 
-    @_guarded
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._complete(trial)
+        self._completed(TrialRecord.of(trial))
 
-    @_guarded
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._ensure_run(trial)
-        if trial.trial_id not in self._planned:  # failed before its first report
-            _log_raw_config(self._client, run_id, trial.config)
-        error_file = getattr(trial, "error_file", None)
-        if error_file:
-            self._client.set_tag(run_id, ERROR_FILE_TAG, str(error_file))
-        self._close(trial, TrialStatus.FAILED)
+        self._errored(TrialRecord.of(trial))
 
-    @_guarded
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        # Tune retries the trial from its last checkpoint; the run stays open and continues.
-        run_id = self._ensure_run(trial)
-        self._client.set_tag(run_id, RETRIED_TAG, "true")
+        self._recovered(TrialRecord.of(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Close what is open: FINISHED when every trial ended, else KILLED and tagged
         interrupted (Ctrl-C); ``--resume`` reopens those runs and clears the tag. Returns once
-        every MLflow call is done, so the driver may exit."""
-        self._end_sweep(sweep_interrupted([_ended(t) for t in trials], self._total), list(trials))
-        self.flush()
+        every MLflow call is done, or the grace period is over (the writes left are kept in
+        `journal`), so the driver may exit."""
+        interrupted = sweep_interrupted([_ended(t) for t in trials], self._total)
+        self._end_sweep(interrupted, [TrialRecord.of(t) for t in trials])
+        self._keep_what_is_left(self._writer.drain(_grace_s()))
+
+    def _keep_what_is_left(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        path = self.journal
+        if path is None:
+            log.error("MLflow tracking at %s stayed unavailable: %d writes were not made; the "
+                      "metrics are in Ray Tune's results", self.tracking_uri, len(records))
+            return
+        save_journal(path, records)
+        log.error("MLflow tracking at %s stayed unavailable: %d writes were not made. They are "
+                  "kept in %s and made when the sweep next starts (--resume)",
+                  self.tracking_uri, len(records), path)
+
+    # --- the writes, on the writer thread -----------------------------------------------------
+
+    @_guarded
+    def _start(self, trial: TrialRecord) -> None:
+        self._ensure_run(trial)
+
+    @_guarded
+    def _result(self, trial: TrialRecord, result: dict) -> None:
+        self._log_result(trial, result)
+
+    @_guarded
+    def _completed(self, trial: TrialRecord) -> None:
+        self._complete(trial)
+
+    @_guarded
+    def _errored(self, trial: TrialRecord) -> None:
+        run_id = self._ensure_run(trial)
+        if trial.trial_id not in self._planned:  # failed before its first report
+            _log_raw_config(self._client, run_id, trial.config)
+        if trial.error_file:
+            self._client.set_tag(run_id, ERROR_FILE_TAG, trial.error_file)
+        self._close(trial, TrialStatus.FAILED)
+
+    @_guarded
+    def _recovered(self, trial: TrialRecord) -> None:
+        # Tune retries the trial from its last checkpoint; the run stays open and continues.
+        run_id = self._ensure_run(trial)
+        self._client.set_tag(run_id, RETRIED_TAG, "true")
 
     @_guarded
     def _end_sweep(self, interrupted: bool, trials: list) -> None:
@@ -360,24 +455,31 @@ class MlflowTrackingCallback(tune.Callback):
             else:
                 self._interrupt(run.info.run_id)
 
-    def _run_guarded(self, method: Callable, args: tuple, kwargs: dict) -> None:
+    def _run_guarded(self, method: Callable, args: tuple | list, kwargs: dict | None = None,
+                     ) -> None:
+        """One write; an outage is waited out inside it (`PatientClient`), a refusal is logged
+        and the write skipped: no tracking failure may stop training."""
         if self._disabled:
             return
         try:
-            method(self, *args, **kwargs)
+            method(self, *args, **(kwargs or {}))
+        except GaveUp:
+            raise  # the sweep ended with the store away: the write goes to the journal
         except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
-            self._disable(e)
+            if method.__name__ == "_connect":
+                self._disable(e)
+            else:
+                log.error("MLflow at %s refused a write (%s: %s: %s); it is skipped",
+                          self.tracking_uri, method.__name__.lstrip("_"), type(e).__name__, e)
 
-    @_guarded
     def _connect(self) -> None:
-        probe(self.tracking_uri)
-        client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._writer.call(probe, self.tracking_uri)
+        client = PatientClient(MlflowClient(tracking_uri=self.tracking_uri), self._writer)
         exp = client.get_experiment_by_name(self.experiment)
         self._experiment_id = exp.experiment_id if exp else client.create_experiment(
             self.experiment, tags=dict([EXPERIMENT_KIND]))
         self._client = client
 
-    @_guarded
     def _open_parent_run(self) -> None:
         """Open the sweep's parent run, or after a restore reopen it."""
         found = find_parent_run(self._client, self._experiment_id, self.sweep, self.sweep_id)
@@ -444,9 +546,16 @@ class MlflowTrackingCallback(tune.Callback):
     def _disable(self, error: Exception) -> None:
         self._disabled = True
         log.error(
-            "MLflow tracking at %s is unavailable (%s: %s). Training continues; metrics are kept "
-            "only in Ray Tune's results. No further MLflow calls will be made by this driver.",
+            "MLflow tracking at %s refused this driver (%s: %s). Training continues; metrics are "
+            "kept only in Ray Tune's results. No further MLflow calls will be made by this "
+            "driver.",
             self.tracking_uri, type(error).__name__, error)
+
+
+def _grace_s() -> float:
+    """How long the experiment's end waits for an away tracking store (``GHN_SWEEP_TRACKING_
+    GRACE_S``): long enough for a server's restart, short enough not to hold a stopped sweep."""
+    return float(os.environ.get(GRACE_ENV, DEFAULT_GRACE_S))
 
 
 def _ended(trial: Any) -> bool:
@@ -507,4 +616,4 @@ def tracking_for(cfg: SweepConfig, sweep_id: str, *, final: bool,
     return MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
         sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, sweep_id=sweep_id,
-        final=final, phase=phase)
+        final=final, phase=phase, journal_dir=str(cfg.results_dir or Path.cwd() / cfg.sweep_name))

@@ -1,5 +1,6 @@
 """The driver-side MLflow callback: run lifecycle, restore without duplicates, dead server."""
 
+import json
 import logging
 import pickle
 import threading
@@ -17,6 +18,7 @@ from contract import (
     TAGS_KEY,
     TRIAL_ID_TAG,
 )
+from sweeps import _patient
 from sweeps.tracking import MlflowTrackingCallback, find_parent_run
 from trainable import TrialConfig
 
@@ -202,32 +204,96 @@ def test_interrupted_sweep_is_killed_and_tagged_until_resumed(uri):
     assert runs["open"].info.status == "FINISHED" and INTERRUPTED_TAG not in runs["open"].data.tags
 
 
-def test_unreachable_server_warns_once_and_never_raises(caplog):
-    cb = MlflowTrackingCallback(tracking_uri="http://127.0.0.1:9", experiment="exp", sweep="s")
-    with caplog.at_level(logging.ERROR, logger="sweeps.tracking"):
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """Retries every 50 ms, and a 1 s grace at the experiment's end."""
+    monkeypatch.setattr(_patient, "RETRY_FIRST_S", 0.05)
+    monkeypatch.setattr(_patient, "RETRY_MAX_S", 0.1)
+    monkeypatch.setenv("GHN_SWEEP_TRACKING_GRACE_S", "1")
+
+
+def _hooks(cb, trial, epochs):
+    """A trial's hooks, without waiting for their writes."""
+    cb.on_trial_start(0, [], trial)
+    for e in epochs:
+        cb.on_trial_result(0, [], trial, _result(e, trial))
+    cb.on_trial_complete(0, [], trial)
+
+
+def test_unreachable_server_warns_once_never_raises_and_keeps_the_writes(tmp_path, caplog,
+                                                                         quick_retries):
+    cb = MlflowTrackingCallback(tracking_uri="http://127.0.0.1:9", experiment="exp", sweep="s",
+                                journal_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="sweeps.tracking"):
         cb.setup()
-        _play(cb, FakeTrial("t1", {}), [1, 2])
+        _hooks(cb, FakeTrial("t1", {}), [1, 2])
         cb.on_experiment_end([])
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "unavailable" in errors[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "unavailable" in w]) == 1
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "writes were not made" in error and str(cb.journal) in error
+    ops = [json.loads(line)["op"] for line in cb.journal.read_text().splitlines()]
+    assert ops == ["_start", "_result", "_result", "_completed", "_end_sweep"]
 
 
-def test_store_failing_mid_sweep_warns_once(uri, caplog, monkeypatch):
+def _failing(cb, monkeypatch, times):
+    """The store behind ``cb`` refuses connections for its next ``times`` log_batch calls."""
+    real, calls = cb._client._wrapped.log_batch, []
+
+    def log_batch(*args, **kwargs):
+        calls.append(1)
+        if times is None or len(calls) <= times:
+            raise ConnectionError("tracking server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cb._client._wrapped, "log_batch", log_batch)
+
+
+def test_store_away_mid_sweep_is_waited_out(uri, caplog, monkeypatch, quick_retries):
     cb = _callback(uri)
     trial = FakeTrial("t1", {})
     cb.on_trial_start(0, [], trial)
     cb.flush()
-
-    def down(*args, **kwargs):
-        raise ConnectionError("tracking server went away")
-
-    monkeypatch.setattr(cb._client, "log_batch", down)
-    with caplog.at_level(logging.ERROR, logger="sweeps.tracking"):
+    _failing(cb, monkeypatch, times=6)
+    with caplog.at_level(logging.WARNING, logger="sweeps.tracking"):
         for e in (1, 2, 3):
-            cb.on_trial_result(0, [], trial, _result(e))
+            cb.on_trial_result(0, [], trial, _result(e, trial))
         cb.on_trial_complete(0, [], trial)
         cb.flush()
-    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    assert cb.behind() is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "unavailable" in m]) == 1
+    assert len([m for m in messages if "is back after" in m]) == 1
+    (run,) = _children(uri)  # closed as without the outage: 3 of its planned epochs
+    assert run.info.status == "KILLED" and STOPPED_EARLY_TAG in run.data.tags
+    assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2, 3]
+
+
+def test_writes_kept_on_disk_are_made_at_the_next_start(uri, tmp_path, monkeypatch,
+                                                        quick_retries):
+    cb = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s1",
+                                journal_dir=str(tmp_path / "sweep"))
+    cb.setup()
+    trial = FakeTrial("t1", {})
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, _result(1, trial))
+    cb.flush()
+    _failing(cb, monkeypatch, times=None)
+    for e in (2, 3):
+        cb.on_trial_result(0, [], trial, _result(e, trial))
+    trial.last_result = {"done": True}
+    cb.on_trial_complete(0, [], trial)
+    cb.on_experiment_end([trial])
+    assert cb.journal.exists()
+    resumed = pickle.loads(pickle.dumps(cb))  # as Tune restores it with --resume
+    resumed.setup()
+    resumed.on_experiment_end([trial])
+    assert not resumed.journal.exists()
+    (run,) = _children(uri)  # closed as without the outage: 3 of its planned epochs
+    assert run.info.status == "KILLED" and STOPPED_EARLY_TAG in run.data.tags
+    assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1, 2, 3]
+    parent = MlflowClient(uri).get_run(resumed.parent_run_id)
+    assert parent.info.status == "FINISHED" and INTERRUPTED_TAG not in parent.data.tags
 
 
 def test_trial_failing_before_its_first_report_logs_tune_config(uri):
