@@ -315,8 +315,9 @@ class MlflowTrackingCallback(tune.Callback):
             return
         save_journal(path, records)
         log.error("MLflow tracking at %s stayed unavailable: %d writes were not made. They are "
-                  "kept in %s and made when the sweep next starts (--resume)",
-                  self.tracking_uri, len(records), path)
+                  "kept in %s and made when the sweep next starts (--resume); or complete the "
+                  "record from Ray's results: python -m sweeps.rebuild <storage>/<name> "
+                  "--tracking-uri %s", self.tracking_uri, len(records), path, self.tracking_uri)
 
     # --- the writes, on the writer thread -----------------------------------------------------
 

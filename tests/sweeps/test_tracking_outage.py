@@ -65,12 +65,13 @@ def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_j
             if "| best val/acc" in line:
                 _stop_server(server)
                 break
-        time.sleep(15)
+        time.sleep(12)
         server = _start_server(tmp_path, port)
         rest, _ = sweep.communicate(timeout=300)
         output = "".join(lines) + rest
         assert sweep.returncode == 0, output[-3000:]
         assert "is unavailable" in output and "is back after" in output
+        assert "| MLflow tracking behind: " in output  # said on the progress line, mid-sweep
         _assert_complete_record(uri, tmp_path / "ray_results" / "noise_vs_lr-smoke")
     finally:
         sweep.kill()
