@@ -17,7 +17,15 @@ from trainable._config import (
     TrialConfig,
     get_recipe,
 )
-from trainable._data import prepare_data
+from trainable._data import (
+    PAD,
+    Splits,
+    crop_flip,
+    load_splits,
+    pad_for_crop,
+    prepare_data,
+    to_input,
+)
 from trainable._loop import CONFIG_KEY, METRICS, TAGS_KEY, fit, train
 from trainable._provenance import provenance
 
@@ -25,17 +33,23 @@ __all__ = [
     "COMPILE_MODES",
     "CONFIG_KEY",
     "METRICS",
+    "PAD",
     "RECIPES",
     "TEST_EVALS",
     "TAGS_KEY",
     "DataConfig",
     "OptimConfig",
+    "Splits",
     "TrialConfig",
+    "crop_flip",
     "fit",
     "get_recipe",
+    "load_splits",
+    "pad_for_crop",
     "prepare_data",
     "provenance",
     "run_trial",
+    "to_input",
     "train",
 ]
 
