@@ -10,8 +10,9 @@ Data-parallel through Ray Train with ``train_on_ray``, tracked in MLflow with
 by `python -m ghn`).
 """
 
+from typing import Any
+
 from ghntrain._archs import FAMILIES, ArchSampler, ArchSpec, build, sample_spec, torchvision_model
-from ghntrain._cli import add_commands, main
 from ghntrain._data import load_images
 from ghntrain._distributed import check_identical, train_on_ray
 from ghntrain._evaluate import (
@@ -61,3 +62,13 @@ __all__ = [
     "train_on_ray",
     "training_callbacks",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The command line is imported on demand only: a Ray Train worker, which imports
+    # ghntrain._distributed and so this package, loads library modules and no CLI.
+    if name in ("add_commands", "main"):
+        from ghntrain import _cli
+
+        return getattr(_cli, name)
+    raise AttributeError(f"module 'ghntrain' has no attribute {name!r}")

@@ -2,14 +2,13 @@
 durable writes, keys."""
 
 import logging
-import os
 import threading
 
 import pytest
 import torch
 from filelock import FileLock, Timeout
 
-from ghn import cache_dir, save_atomic
+from ghn import cache_dir
 from trainable import _model
 from trainable._cache import cached_torch, source_hash
 from trainable._config import TrialConfig
@@ -90,25 +89,6 @@ def test_entry_that_would_run_code_is_refused_not_run(tmp_path):
     calls, compute = _counting({"state": {}})
     assert cached_torch("test-planted", "k2", compute) == {"state": {}}
     assert calls == [1] and not marker.exists()
-
-
-def test_save_atomic_fsyncs_file_before_rename_and_directory_after(tmp_path, monkeypatch):
-    events = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("fsync", "dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file"))
-        real_fsync(fd)
-
-    def replace(src, dst):
-        events.append(("replace", os.path.basename(dst)))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    save_atomic({"w": torch.ones(2)}, tmp_path / "entry.pt")
-    assert events == [("fsync", "file"), ("replace", "entry.pt"), ("fsync", "dir")]
-    assert [p.name for p in tmp_path.iterdir()] == ["entry.pt"]  # no temp file left
 
 
 def test_source_hash_changes_with_the_code(tmp_path):
