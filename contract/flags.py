@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
@@ -22,30 +21,7 @@ def parse_bool(text: str) -> bool:
     word = text.strip().lower()
     if word in _TRUE or word in _FALSE:
         return word in _TRUE
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-class BoolFlag(argparse.Action):
-    """``--flag`` / ``--no-flag``, and ``--flag false`` for scripts that pass a value."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, default: Any = None,
-                 help: str | None = None) -> None:
-        negated = [f"--no-{o[2:]}" for o in option_strings if o.startswith("--")]
-        super().__init__([*option_strings, *negated], dest, nargs="?", default=default,
-                         metavar="true|false", help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        negated = bool(option_string and option_string.startswith("--no-"))
-        if values is None:
-            setattr(namespace, self.dest, not negated)
-            return
-        if negated:
-            raise argparse.ArgumentError(self, f"{option_string} takes no value")
-        try:
-            setattr(namespace, self.dest, parse_bool(values))
-        except ValueError as e:
-            raise argparse.ArgumentError(self, str(e)) from None
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, unset: bool = False,
@@ -53,7 +29,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, unset: bo
     """Add ``--field-name`` for every field of the dataclass ``cls``.
 
     A field's ``metadata["help"]`` is its help text, followed by its default. Tuple fields take
-    comma-separated values of their element type; bool fields are ``BoolFlag``s. With
+    comma-separated values of their element type. A bool field is ``--flag`` (true),
+    ``--flag true|false`` (for scripts that pass a value) or ``--no-flag`` (false). With
     ``unset``, every flag defaults to None, so that the caller can tell a flag given on the
     command line from one left out (and fill the rest from presets or files); the help then
     still names the field's own default, as ``default_label``.
@@ -68,7 +45,10 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, unset: bo
                  else field.default)
         described = f"{text} ({default_label}: {shown})" if text else f"{default_label}: {shown}"
         if hint is bool:
-            parser.add_argument(flag, action=BoolFlag, default=default, help=described)
+            parser.add_argument(flag, type=parse_bool, nargs="?", const=True, default=default,
+                                metavar="true|false", help=described)
+            parser.add_argument("--no-" + flag[2:], dest=field.name, action="store_false",
+                                help=f"same as {flag} false")
         elif typing.get_origin(hint) is tuple:
             parser.add_argument(flag, type=_tuple_of(typing.get_args(hint)[0]), default=default,
                                 help=described)

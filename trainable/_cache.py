@@ -27,6 +27,7 @@ from ghn import cache_dir, save_atomic
 
 _logger = logging.getLogger(__name__)
 
+
 def cache_key(**parts: Any) -> str:
     """A short stable file name for a dict of key parts (order-independent)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

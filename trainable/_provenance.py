@@ -19,7 +19,7 @@ from ._cache import source_hash
 
 REPO = Path(__file__).resolve().parents[1]
 # the project's own code
-PACKAGES = ("ghn", "ghntrain", "postproc", "trainable", "sweeps", "analysis")
+PACKAGES = ("contract", "ghn", "ghntrain", "postproc", "trainable", "sweeps", "analysis")
 VERSIONS = ("ray", "optuna", "mlflow")  # and torch, torchvision: their own, with the CUDA build
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag: its UI shows it
 

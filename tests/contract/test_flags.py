@@ -48,9 +48,9 @@ def test_bool_fields_parse_false_as_false(argv, expected):
 def test_a_bool_flag_refuses_what_is_not_a_truth_value():
     with pytest.raises(argparse.ArgumentError, match="expected true or false, got 'maybe'"):
         _parse("--compile", "maybe")
-    with pytest.raises(argparse.ArgumentError, match="--no-compile takes no value"):
+    with pytest.raises(SystemExit):  # unrecognized arguments: true
         _parse("--no-compile", "true")
-    with pytest.raises(ValueError, match="expected true or false"):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected true or false"):
         parse_bool("2")
 
 
