@@ -25,9 +25,8 @@ import time
 
 import torch
 
-from ghn._archs import FAMILIES
-from ghn._predict import predict_tensors
-from ghn._train import TrainConfig, Trainer, TrainImages
+from ghn import predict_tensors
+from ghntrain import FAMILIES, TrainConfig, Trainer, TrainImages
 
 
 def _cpu_name() -> str:

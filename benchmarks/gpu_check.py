@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 from trial_throughput import bare_loop, synthetic_splits
 
+from ghn import CACHE_ENV
 from trainable import COMPILE_MODES, OptimConfig, TrialConfig, train
-from trainable._cache import CACHE_ENV
 from trainable._data import steps_per_epoch
 from trainable._loop import evaluate, make_optimizer, make_schedule, resolve_device, train_epoch
 from trainable._model import build_model

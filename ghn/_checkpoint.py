@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from ghn._files import cache_dir
 from ghn._model import GHN2, GHN2Config, expected_state_shapes
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,6 @@ _CONFIG_DEFAULTS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": Fa
 # The hidden size is free (GHN-2 is published with 32; `python -m ghn train --hid` picks others).
 GHN2_SETTINGS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": True, "ve": True,
                  "layernorm": True}
-
-
-def cache_dir() -> Path:
-    """The user cache of ghn-sweep: $GHN_SWEEP_CACHE, else ~/.cache/ghn-sweep."""
-    return Path(os.environ.get("GHN_SWEEP_CACHE", Path.home() / ".cache" / "ghn-sweep"))
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.flags import add_dataclass_flags
+
 
 def _f(default: Any, help: str) -> Any:
     """A field whose help text becomes its command-line flag's help."""
@@ -203,14 +205,6 @@ def _validate_names(cfg: SweepConfig) -> None:
         _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
 
 
-def _flag_type(hint: Any):
-    if hint is bool:
-        return None
-    if typing.get_origin(hint) is tuple:
-        return lambda s: tuple(a.strip() for a in s.split(",") if a.strip())
-    return hint
-
-
 def build_parser() -> argparse.ArgumentParser:
     """One flag per SweepConfig field; every default is None so presets can fill them."""
     parser = argparse.ArgumentParser(
@@ -223,17 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved configuration and every baseline trial's "
                              "full TrialConfig as JSON, then exit before Ray starts")
-    hints = typing.get_type_hints(SweepConfig)
-    for field in dataclasses.fields(SweepConfig):
-        flag = "--" + field.name.replace("_", "-")
-        hint = hints[field.name]
-        text = field.metadata["help"].replace("%", "%%")
-        if hint is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=text)
-            continue
-        default = ",".join(field.default) if isinstance(field.default, tuple) else field.default
-        parser.add_argument(flag, type=_flag_type(hint), default=None,
-                            help=f"{text} (smoke default: {default})")
+    add_dataclass_flags(parser, SweepConfig, unset=True, default_label="smoke default")
     return parser
 
 

@@ -17,22 +17,36 @@ from trainable._config import (
     TrialConfig,
     get_recipe,
 )
-from trainable._data import prepare_data
+from trainable._data import (
+    PAD,
+    Splits,
+    crop_flip,
+    load_splits,
+    pad_for_crop,
+    prepare_data,
+    to_input,
+)
 from trainable._loop import fit, train
 from trainable._provenance import provenance
 
 __all__ = [
     "COMPILE_MODES",
+    "PAD",
     "RECIPES",
     "TEST_EVALS",
     "DataConfig",
     "OptimConfig",
+    "Splits",
     "TrialConfig",
+    "crop_flip",
     "fit",
     "get_recipe",
+    "load_splits",
+    "pad_for_crop",
     "prepare_data",
     "provenance",
     "run_trial",
+    "to_input",
     "train",
 ]
 

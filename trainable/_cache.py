@@ -16,24 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from filelock import FileLock
 
+from ghn import cache_dir, save_atomic
+
 _logger = logging.getLogger(__name__)
-
-CACHE_ENV = "GHN_SWEEP_CACHE"
-
-
-def cache_dir() -> Path:
-    """``$GHN_SWEEP_CACHE`` or ``~/.cache/ghn-sweep``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ghn-sweep")
 
 
 def cache_key(**parts: Any) -> str:
@@ -42,13 +34,15 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def source_hash(package: ModuleType) -> str:
-    """Hash of a package's ``.py`` sources: a cache key part that changes with its code."""
-    root = Path(package.__file__).parent
+def source_hash(*packages: Path) -> str:
+    """Hash of the ``.py`` sources under the package directories ``packages`` (each file named
+    relative to its package's parent): it changes with their code, whatever git knows of it, so
+    it keys cache entries computed by that code and names the code a run used."""
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for root in packages:
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -89,31 +83,3 @@ def _read(path: Path, *, remove_bad: bool) -> tuple[bool, Any]:
         return False, None
     _logger.debug("cache hit %s", path)
     return True, value
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same directory, fsync it, rename it over ``path``, and
-    fsync the directory: after a crash ``path`` is the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

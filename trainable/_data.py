@@ -18,7 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._cache import cache_dir, cache_key, cached_torch
+from ghn import cache_dir
+
+from ._cache import cache_key, cached_torch
 from ._config import DataConfig
 
 _logger = logging.getLogger(__name__)
@@ -61,9 +63,8 @@ def load_splits(cfg: DataConfig, device: torch.device, seed: int = 0) -> Splits:
     as_float = train_x.float().div_(255)
     mean = as_float.mean(dim=(0, 1, 2)).view(1, -1, 1, 1)
     std = as_float.std(dim=(0, 1, 2)).view(1, -1, 1, 1)
-    padded = F.pad(train_x, (0, 0, PAD, PAD, PAD, PAD))  # NHWC: pad H and W, not C
     splits = Splits(
-        train_x=padded, train_y=raw["train_y"][train_idx],
+        train_x=pad_for_crop(train_x), train_y=raw["train_y"][train_idx],
         val_x=raw["train_x"][val_idx], val_y=raw["train_y"][val_idx],
         test_x=raw["test_x"][test_idx], test_y=raw["test_y"][test_idx],
         mean=mean, std=std, num_classes=len(raw["classes"]), classes=tuple(raw["classes"]),
@@ -224,9 +225,28 @@ def _decode(f: Path) -> Any:
                          "or delete the file") from None
 
 
-def to_input(x: torch.Tensor, splits: Splits, size: int, channels_last: bool) -> torch.Tensor:
-    """uint8 NHWC batch -> normalised float NCHW at ``size`` (resized on the device if needed)."""
-    x = x.permute(0, 3, 1, 2).float().div_(255).sub_(splits.mean).div_(splits.std)
+def pad_for_crop(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC images with PAD zero pixels around H and W, as ``crop_flip`` reads them."""
+    return F.pad(x, (0, 0, PAD, PAD, PAD, PAD))  # NHWC: pad H and W, not C
+
+
+def crop_flip(padded: torch.Tensor, idx: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+              flip: torch.Tensor) -> torch.Tensor:
+    """The images ``idx`` of ``padded`` (``pad_for_crop``'s), each cropped at its offset
+    (``dy``, ``dx`` in 0..2*PAD) and mirrored where ``flip``: the usual CIFAR augmentation in
+    one gather, with no per-image Python work."""
+    h, w, dev = padded.shape[1] - 2 * PAD, padded.shape[2] - 2 * PAD, padded.device
+    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    rows = dy[:, None] + ar_h
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)
+    return padded[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def to_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int,
+             channels_last: bool = False) -> torch.Tensor:
+    """uint8 NHWC batch -> float NCHW normalised by ``mean`` and ``std`` (1, C, 1, 1) at
+    ``size`` (resized on the device if needed)."""
+    x = x.permute(0, 3, 1, 2).float().div_(255).sub_(mean).div_(std)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -249,7 +269,7 @@ def train_batches(
     With fewer images than ``batch_size``, one batch of all of them.
     """
     x, y = splits.train_x, splits.train_y
-    n, h, w = len(y), x.shape[1] - 2 * PAD, x.shape[2] - 2 * PAD
+    n = len(y)
     bs = min(batch_size, n)
     m = steps_per_epoch(n, bs) * bs
     dev = x.device
@@ -258,13 +278,10 @@ def train_batches(
     dy = torch.randint(0, 2 * PAD + 1, (m,), generator=g, device=dev)
     dx = torch.randint(0, 2 * PAD + 1, (m,), generator=g, device=dev)
     flip = torch.rand(m, generator=g, device=dev) < 0.5
-    ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
     for i in range(0, m, bs):
         b = slice(i, i + bs)
         idx = order[b]
-        rows = dy[b, None] + ar_h
-        cols = dx[b, None] + torch.where(flip[b, None], w - 1 - ar_w, ar_w)
-        yield x[idx[:, None, None], rows[:, :, None], cols[:, None, :]], y[idx]
+        yield crop_flip(x, idx, dy[b], dx[b], flip[b]), y[idx]
 
 
 def eval_batches(

@@ -11,6 +11,7 @@ the node computes their summary once.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from ._cache import cache_key, cached_torch, source_hash
 
 def init_summary(model: nn.Module) -> dict[str, float]:
     """``diversity_summary(model)`` as floats, computed on the model's device on a cache miss."""
-    key = cache_key(weights=weights_digest(model), code=source_hash(postproc))
+    key = cache_key(weights=weights_digest(model), code=source_hash(Path(postproc.__file__).parent))
 
     def compute() -> dict[str, float]:
         return {k: float(v) for k, v in diversity_summary(model).items()}

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from contract import CONFIG_KEY, TAGS_KEY
+from ghn import save_atomic
 
-from ._cache import save_atomic
 from ._config import OptimConfig, TrialConfig
 from ._data import Splits, eval_batches, load_splits, steps_per_epoch, to_input, train_batches
 from ._diagnostics import init_summary
@@ -192,7 +192,8 @@ def evaluate(
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for xb, yb, real in eval_batches(x, y, EVAL_BATCH.get(x.device.type, EVAL_BATCH["cpu"])):
         with autocast(x.device):
-            out = model(to_input(xb, splits, cfg.image_size, channels_last=cuda)).float()
+            out = model(to_input(xb, splits.mean, splits.std, cfg.image_size,
+                                 channels_last=cuda)).float()
         # Every batch has one shape; the padding rows of the last one are computed, not counted.
         loss_sum += F.cross_entropy(out[:real], yb[:real], reduction="sum")
         correct += (out[:real].argmax(1) == yb[:real]).sum()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torchvision
@@ -83,7 +84,8 @@ def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int,
                      ghn_net.classes or f"({ghn_net.num_classes})", classes or f"({num_classes})")
     key = cache_key(arch=cfg.arch, image_size=cfg.image_size, small_stem=cfg.use_small_stem,
                     num_classes=num_classes, ghn=ghn_net.checkpoint_id,
-                    predict_classifier=predict_classifier, code=source_hash(ghn),
+                    predict_classifier=predict_classifier,
+                    code=source_hash(Path(ghn.__file__).parent),
                     torch=torch.__version__, torchvision=torchvision.__version__)
 
     def predict() -> dict:

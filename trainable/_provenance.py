@@ -8,7 +8,6 @@ packages and which hardware produced it. On a cluster the project arrives by rsy
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -16,8 +15,11 @@ from pathlib import Path
 
 import torch
 
+from ._cache import source_hash
+
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("ghn", "postproc", "trainable", "sweeps", "analysis")  # the project's own code
+# the project's own code
+PACKAGES = ("contract", "ghn", "ghntrain", "postproc", "trainable", "sweeps", "analysis")
 VERSIONS = ("ray", "optuna", "mlflow")  # and torch, torchvision: their own, with the CUDA build
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag: its UI shows it
 
@@ -25,7 +27,8 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag: its UI shows it
 def provenance(device: torch.device | None = None) -> dict[str, str]:
     """Tags naming the code (``code.*``), package versions (``version.*``) and ``device.*``:
     ``device`` for a trial, None for the machine itself (a sweep's driver, which uses no GPU)."""
-    tags = {"code.version": _version("ghn-sweep"), "code.sources": sources_hash()}
+    tags = {"code.version": _version("ghn-sweep"),
+            "code.sources": source_hash(*(REPO / p for p in PACKAGES))}
     commit = _git_commit()
     tags["code.commit"] = commit or "unknown (not a git checkout)"
     if commit:
@@ -39,16 +42,6 @@ def provenance(device: torch.device | None = None) -> dict[str, str]:
     tags["device.name"] = torch.cuda.get_device_name(device) if cuda else _cpu_name()
     tags["device.cuda"] = torch.version.cuda or "none" if cuda else "none"
     return tags
-
-
-def sources_hash() -> str:
-    """Hash of the project's ``.py`` sources, whatever git knows of them."""
-    digest = hashlib.sha256()
-    for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            digest.update(path.relative_to(REPO).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def _git_commit() -> str | None:

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._cache import cache_dir
+from ghn import cache_dir
+
 from ._config import TrialConfig
 from ._data import Splits, to_input
 
@@ -74,7 +75,7 @@ class TrainStep:
         smoothing = cfg.optim.label_smoothing
 
         def forward_loss(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x = to_input(xb, splits, cfg.image_size, channels_last=cuda)
+            x = to_input(xb, splits.mean, splits.std, cfg.image_size, channels_last=cuda)
             with autocast(device):
                 out = model(x)
             return F.cross_entropy(out.float(), yb, label_smoothing=smoothing), out

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from trainable._cache import CACHE_ENV
+from ghn import CACHE_ENV
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -93,7 +93,7 @@ def test_to_input_normalises_and_resizes():
     x = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
     splits = Splits(x, None, x, None, x, None, torch.full((1, 3, 1, 1), 0.5),
                     torch.full((1, 3, 1, 1), 0.25), 2)
-    out = to_input(x, splits, 16, channels_last=False)
+    out = to_input(x, splits.mean, splits.std, 16, channels_last=False)
     assert out.shape == (2, 3, 16, 16) and torch.allclose(out, torch.full_like(out, 2.0))
 
 

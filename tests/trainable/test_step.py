@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
+from ghn import CACHE_ENV, cache_dir
 from trainable import TrialConfig, train
-from trainable._cache import CACHE_ENV, cache_dir
 from trainable._data import Splits
 from trainable._loop import limit_gpu_memory, make_optimizer
 from trainable._step import TrainStep, compile_mode

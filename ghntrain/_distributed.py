@@ -14,6 +14,10 @@ from typing import Any
 
 import torch
 
+from ghntrain._data import load_images
+from ghntrain._tracking import training_callbacks
+from ghntrain._train import TrainConfig, Trainer, read_checkpoint, train
+
 
 def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool) -> None:
     """Run ``_worker`` on ``num_workers`` Ray Train workers (Ray starts locally if needed, and
@@ -50,20 +54,16 @@ def train_on_ray(loop_config: dict[str, Any], *, num_workers: int, use_gpu: bool
 def _worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
-    from ghn.__main__ import _load_images, _read_checkpoint, _tracking
-    from ghn._train import TrainConfig, Trainer, TrainImages, train
-
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                          for k, v in config["train_config"].items()})
-    x, y, mean, std, names = _load_images(config["data"], tuple(config["classes"]), "train",
-                                          config["train_per_class"])
-    trainer = Trainer(cfg, TrainImages(x, y, mean, std, names), init=config["init"],
-                      device=ray.train.torch.get_device())
+    images = load_images(config["data"], tuple(config["classes"]), "train",
+                         config["train_per_class"])
+    trainer = Trainer(cfg, images, init=config["init"], device=ray.train.torch.get_device())
     out = Path(config["out"])
     if config["resume"]:
-        trainer.restore(_read_checkpoint(out, torch))
+        trainer.restore(read_checkpoint(out))
     trainer.meta.setdefault("data", config["data"])
-    on_log, on_ckpt, finish = _tracking(  # worker 0 logs for the run
+    on_log, on_ckpt, finish = training_callbacks(  # worker 0 logs for the run
         trainer, config["tracking_uri"] if trainer.rank == 0 else None, config["experiment"],
         run_name=out.stem, data=config["data"], init=config["init"])
     try:

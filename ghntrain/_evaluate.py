@@ -15,14 +15,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ghn._archs import ArchSampler, build, torchvision_model
-from ghn._model import GHN2
-from ghn._predict import predict_parameters
-from ghn._train import to_input
+from ghn import GHN2, predict_parameters
+from ghntrain._archs import ArchSampler, build, torchvision_model
+from trainable import to_input
 
 
 @dataclass
 class ArchResult:
+    """One architecture's row of ``evaluate``: what the GHN's prediction is worth over the
+    architecture's own random initialisation."""
+
     name: str
     predicted: float  # top-1 with the GHN's parameters
     random_init: float  # top-1 with the architecture's own initialisation

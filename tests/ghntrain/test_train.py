@@ -17,10 +17,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghn import load_ghn, predict_parameters, predict_tensors
-from ghn._archs import FAMILIES, ArchSampler, build, sample_spec
-from ghn._evaluate import accuracy
 from ghn._predict import cached_graph
-from ghn._train import TrainConfig, Trainer, TrainImages, prepare_arch, train
+from ghntrain import (
+    FAMILIES,
+    ArchSampler,
+    TrainConfig,
+    Trainer,
+    TrainImages,
+    accuracy,
+    build,
+    prepare_arch,
+    sample_spec,
+    train,
+)
 
 TINY = dict(hid=8, max_shape=(32, 32, 3, 3), image_size=8, meta_batch=2, batch_size=16,
             held_out=3, log_every=1,
@@ -225,11 +234,11 @@ TINY_FLAGS = ["--hid", "8", "--max-shape", "32,32,3,3", "--image-size", "8", "--
 
 
 def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog, monkeypatch):
-    from ghn.__main__ import main
+    from ghn.__main__ import main  # `python -m ghn` hands these to ghntrain
 
     monkeypatch.chdir(cache)  # MLflow's default artifact root is ./mlruns
 
-    caplog.set_level(logging.INFO, logger="ghn._train")
+    caplog.set_level(logging.INFO, logger="ghntrain._train")
 
     out = cache / "g.pt"
     data = ["--data", str(cifar_jpeg_dir), "--classes", "cat,dog"]
@@ -260,7 +269,7 @@ def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog,
 
 
 def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
-    from ghn.__main__ import main
+    from ghntrain import main
 
     out = str(cache / "g.pt")
     assert main(["train", "--data", str(cifar_jpeg_dir), "--classes", "cat,dgo", "--steps", "1",
@@ -278,7 +287,7 @@ def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
 def test_two_ray_train_workers_stay_identical(cifar_jpeg_dir, cache, monkeypatch):
     """Two CPU workers (gloo) draw different architectures and images; after the averaged
     updates their GHNs must agree exactly (``check_identical`` fails the run otherwise)."""
-    from ghn.__main__ import main
+    from ghntrain import main
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     out = cache / "ddp.pt"
@@ -301,7 +310,7 @@ def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     (a relative sqlite URI, although Ray Train's workers run in directories of their own)."""
     import mlflow
 
-    from ghn.__main__ import main
+    from ghntrain import main
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.chdir(cache)

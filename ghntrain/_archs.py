@@ -34,6 +34,8 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import Conv2dNormActivation
 
+from ghn import adjust_for_small_images
+
 FAMILIES = ("darts", "resnet", "mobilenet", "densenet", "convnext")
 OPS = ("sep_conv_3x3", "dil_conv_3x3", "conv_3x3", "conv_1x1", "max_pool_3x3", "avg_pool_3x3",
        "skip_connect")
@@ -297,8 +299,6 @@ def _darts(spec: ArchSpec, num_classes: int) -> nn.Module:
 
 def torchvision_model(name: str, num_classes: int) -> nn.Module:
     """A full torchvision classifier for evaluation (``--archs resnet18,...``), small stem."""
-    from ghn._adjust import adjust_for_small_images
-
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(f"unknown architecture {name!r}: give 'held-out' or torchvision "
                          "classification model names (torchvision.models.list_models())")

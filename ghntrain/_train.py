@@ -1,13 +1,14 @@
 """Train a GHN-2 on sampled architectures (ppuda's recipe), checkpoint it, resume it exactly.
 
-Each step draws a meta-batch of architectures (``ghn._archs``), predicts all their parameters
+Each step draws a meta-batch of architectures (``ghntrain._archs``), predicts all their parameters
 with the *same* computation as inference (``predict_tensors``: ``predicted_blocks`` tiled out of
 place, where inference tiles them into storage), runs one augmented image batch through each
 with ``torch.func.functional_call`` and updates the GHN on the mean cross-entropy: Adam, cosine
 decay, gradient clipping. A trained GHN therefore predicts exactly the tensors it trained with.
 
 The trainer takes images as tensors (``TrainImages``) and knows nothing of datasets or sweeps;
-``python -m ghn train`` builds them with trainable's cached decoder.
+``ghntrain.load_images`` builds them with trainable's cached decoder, and batches are augmented
+with trainable's crop and flip, so a GHN trains on the images as trials see them.
 """
 
 from __future__ import annotations
@@ -27,14 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghn._archs import FAMILIES, ArchSampler, ArchSpec, build
-from ghn._checkpoint import GHN2_SETTINGS, load_ghn
-from ghn._graph import Graph, build_graph
-from ghn._model import GHN2, GHN2Config
-from ghn._predict import predict_tensors, predicted_names
+from ghn import (
+    GHN2,
+    GHN2_SETTINGS,
+    GHN2Config,
+    Graph,
+    build_graph,
+    load_ghn,
+    predict_tensors,
+    predicted_names,
+    save_atomic,
+)
+from ghntrain._archs import FAMILIES, ArchSampler, ArchSpec, build
+from trainable import PAD, crop_flip, pad_for_crop, to_input
 
 log = logging.getLogger(__name__)
-PAD = 4  # random-crop padding, as the trials' augmentation
 _MODEL_CACHE = 512  # built (model, graph) pairs kept; small families repeat often
 
 
@@ -188,16 +196,13 @@ class Trainer:
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch with a random 4-pixel-padded crop and flip, normalised, resized."""
         imgs, g, b = self.images, self.data_gen, self.cfg.batch_size
-        x, y = imgs.x, imgs.y
-        h, w, dev = x.shape[1] - 2 * PAD, x.shape[2] - 2 * PAD, x.device
-        idx = torch.randint(0, len(y), (b,), generator=g, device=dev)
-        dy = torch.randint(0, 2 * PAD + 1, (b, 1), generator=g, device=dev)
-        dx = torch.randint(0, 2 * PAD + 1, (b, 1), generator=g, device=dev)
-        flip = torch.rand(b, 1, generator=g, device=dev) < 0.5
-        ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
-        rows, cols = dy + ar_h, dx + torch.where(flip, w - 1 - ar_w, ar_w)
-        batch = x[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
-        return to_input(batch, imgs.mean, imgs.std, self.cfg.image_size), y[idx]
+        dev = imgs.x.device
+        idx = torch.randint(0, len(imgs.y), (b,), generator=g, device=dev)
+        dy = torch.randint(0, 2 * PAD + 1, (b,), generator=g, device=dev)
+        dx = torch.randint(0, 2 * PAD + 1, (b,), generator=g, device=dev)
+        flip = torch.rand(b, generator=g, device=dev) < 0.5
+        batch = crop_flip(imgs.x, idx, dy, dx, flip)
+        return to_input(batch, imgs.mean, imgs.std, self.cfg.image_size), imgs.y[idx]
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -267,17 +272,8 @@ def _as_tuple(v: Any) -> Any:
 def _padded(images: TrainImages, device: torch.device) -> TrainImages:
     if images.x.dtype != torch.uint8 or images.x.dim() != 4:
         raise ValueError(f"images must be uint8 NHWC, got {images.x.dtype} {tuple(images.x.shape)}")
-    x = F.pad(images.x, (0, 0, PAD, PAD, PAD, PAD)).to(device)
-    return TrainImages(x, images.y.to(device), images.mean.to(device), images.std.to(device),
-                       list(images.classes))
-
-
-def to_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 NHWC -> normalised float NCHW at ``size``."""
-    x = x.permute(0, 3, 1, 2).float().div_(255).sub_(mean).div_(std)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x.contiguous()
+    return TrainImages(pad_for_crop(images.x).to(device), images.y.to(device),
+                       images.mean.to(device), images.std.to(device), list(images.classes))
 
 
 def _load_matching(ghn: GHN2, source: GHN2) -> None:
@@ -294,12 +290,14 @@ def _load_matching(ghn: GHN2, source: GHN2) -> None:
                     source.checkpoint_id, ", ".join(fresh), source.num_classes, ghn.num_classes)
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save next to ``path``, then rename: a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint as ``Trainer.checkpoint`` wrote it (tensors and plain data only);
+    a damaged file raises ValueError, which the command line reports as a user error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types on a damaged file
+        raise ValueError(f"{path} is not a readable checkpoint ({e!r}); start a new run "
+                         "with another --out") from e
 
 
 def train(trainer: Trainer, out: Path, *,
