@@ -144,6 +144,13 @@ class Writer:
             self._queue.clear()
         return [job.record for job in left if job.record is not None]
 
+    def pending_records(self) -> list[dict[str, Any]]:
+        """The records of the writes not made yet (the one in progress first), leaving them
+        queued."""
+        with self._ready:
+            jobs = [*([self._current] if self._current else []), *self._queue]
+        return [job.record for job in jobs if job.record is not None]
+
     def _loop(self) -> None:
         while True:
             with self._ready:

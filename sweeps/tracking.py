@@ -303,7 +303,16 @@ class MlflowTrackingCallback(tune.Callback):
         `journal`), so the driver may exit."""
         interrupted = sweep_interrupted([_ended(t) for t in trials], self._total)
         self._end_sweep(interrupted, [TrialRecord.of(t) for t in trials])
-        self._keep_what_is_left(self._writer.drain(_grace_s()))
+        # With the store away, the journal is written before the grace period too: a scheduler
+        # may SIGKILL the driver before it ends.
+        early = self.journal is not None and self._writer.behind() is not None
+        if early:
+            save_journal(self.journal, self._writer.pending_records())
+        left = self._writer.drain(_grace_s())
+        if left:
+            self._keep_what_is_left(left)
+        elif early:
+            self.journal.unlink(missing_ok=True)
 
     def _keep_what_is_left(self, records: list[dict[str, Any]]) -> None:
         if not records:

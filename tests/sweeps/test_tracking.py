@@ -4,6 +4,7 @@ import json
 import logging
 import pickle
 import threading
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -405,3 +406,26 @@ def test_parent_run_carries_the_drivers_provenance(uri):
     for key in ("version.torchvision", "version.ray", "version.optuna", "version.mlflow",
                 "code.commit", "code.sources", "code.version", "device.name", "device.cuda"):
         assert tags.get(key), key
+
+
+def test_writes_are_on_disk_before_the_grace_period_ends(uri, tmp_path, monkeypatch,
+                                                         quick_retries):
+    monkeypatch.setenv("GHN_SWEEP_TRACKING_GRACE_S", "20")  # a SIGKILL may come before it ends
+    cb = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s1",
+                                journal_dir=str(tmp_path / "sweep"))
+    cb.setup()
+    trial = FakeTrial("t1", {})
+    cb.on_trial_start(0, [], trial)
+    cb.flush()
+    _failing(cb, monkeypatch, times=None)
+    cb.on_trial_result(0, [], trial, _result(1, trial))
+    while cb.behind() is None:
+        time.sleep(0.01)
+    ending = threading.Thread(target=cb.on_experiment_end, args=([trial],), daemon=True)
+    ending.start()
+    deadline = time.time() + 5
+    while not cb.journal.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ending.is_alive()  # still within its grace period
+    ops = [json.loads(line)["op"] for line in cb.journal.read_text().splitlines()]
+    assert ops == ["_result", "_end_sweep"]
