@@ -39,6 +39,20 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     stop = StopSignals()
     stop.install()  # after Ray, whose own SIGTERM handlers would end the driver unsaved
     start = time.time()
+    try:
+        interrupted = _phases(cfg, cleared)
+    except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, or one outside Tune: from its last save
+        log.warning("stopped at once; --resume continues from Tune's last saved state")
+        interrupted = True
+    log_closing_lines(cfg, time.time() - start)
+    if interrupted:  # Ctrl-C or SIGTERM: what ran is kept, the rest can follow
+        log_resume_hint(cfg, argv)
+        return stop.exit_status()
+    return 0
+
+
+def _phases(cfg: SweepConfig, cleared: Cleared) -> bool:
+    """The search, then the repeats; whether they were interrupted."""
     out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
     progress = ProgressCallback(METRIC, cfg.max_epochs, cleared.tracking)
     search = build_tuner(cfg, [cleared.tracking, progress]).fit()
@@ -46,11 +60,7 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     interrupted = phase_interrupted(search, cfg.num_samples)
     if cfg.repeats and not interrupted:
         interrupted = _repeat(cfg, search, cleared, out)
-    log_closing_lines(cfg, time.time() - start)
-    if interrupted:  # Ctrl-C or SIGTERM: what ran is kept, the rest can follow
-        log_resume_hint(cfg, argv)
-        return stop.exit_status()
-    return 0
+    return interrupted
 
 
 def _repeat(cfg: SweepConfig, search: tune.ResultGrid, cleared: Cleared, out: Path) -> bool:
