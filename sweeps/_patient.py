@@ -141,6 +141,8 @@ class Writer:
             self._ready.notify_all()
             self._ready.wait_for(lambda: self._current is None, timeout=60)
             left = [*self._abandoned, *([self._current] if self._current else []), *self._queue]
+            for job in self._queue:  # nobody waits for them in vain
+                job.future.set_exception(GaveUp("the sweep ended"))
             self._queue.clear()
         return [job.record for job in left if job.record is not None]
 

@@ -208,8 +208,12 @@ class MlflowTrackingCallback(tune.Callback):
         self._replay_journal()
 
     def flush(self) -> None:
-        """Wait until every MLflow call queued so far is done (an outage is waited out)."""
-        self._writer.submit(lambda: None).result()
+        """Wait until every MLflow call queued so far is done (an outage is waited out, until
+        the experiment's end gives up on it)."""
+        try:
+            self._writer.submit(lambda: None).result()
+        except GaveUp:
+            pass
 
     def behind(self) -> tuple[int, float] | None:
         """While the store is away: (writes waiting, seconds it has been away); else None."""
