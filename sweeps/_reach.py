@@ -12,6 +12,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
@@ -29,9 +30,10 @@ def resolve_storage(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
 def storage_problem(uri: str, timeout_s: float = STORAGE_TIMEOUT_S) -> str | None:
     """Why the sweep cannot write under ``uri`` (a local path or ``s3://bucket/path``), or None.
 
-    The directory is created if missing (Ray would create it), a probe file is written and
-    deleted; on an object store the bucket must exist, and all of it must answer within
-    ``timeout_s`` (it runs on a daemon thread, so a hung endpoint cannot hang the driver).
+    A probe file is written and deleted in the directory, or in its nearest existing parent
+    (nothing is created: Ray creates the rest); on an object store the bucket must exist, and
+    all of it must answer within ``timeout_s`` (it runs on a daemon thread, so a hung endpoint
+    cannot hang the driver).
     """
     error = _within(timeout_s, lambda: _write_probe(uri))
     if error is None:
@@ -50,15 +52,22 @@ def storage_problem(uri: str, timeout_s: float = STORAGE_TIMEOUT_S) -> str | Non
 def _write_probe(uri: str) -> None:
     fs, path = resolve_storage(uri)
     path = path.rstrip("/")
-    if not isinstance(fs, pyarrow.fs.LocalFileSystem):
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):
+        path = str(_nearest_existing(Path(path)))  # Ray creates the rest; a refusal leaves none
+    else:
         bucket = path.split("/", 1)[0]
         if fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
             raise FileNotFoundError(f"bucket {bucket!r} does not exist")
-    fs.create_dir(path, recursive=True)
     probe = f"{path}/{_PROBE}{uuid.uuid4().hex}"
     with fs.open_output_stream(probe) as out:
         out.write(b"ok")
     fs.delete_file(probe)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _within(timeout_s: float, action: Callable[[], None]) -> BaseException | None:
