@@ -211,6 +211,11 @@ def encode(value: Any) -> Any:
         return [encode(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if callable(getattr(value, "item", None)):  # a NumPy or torch scalar
+        try:
+            return encode(value.item())
+        except (TypeError, ValueError):
+            pass
     return str(value)
 
 

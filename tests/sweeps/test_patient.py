@@ -49,3 +49,13 @@ def test_drain_hands_back_what_was_not_written():
     for future in futures:
         with pytest.raises(GaveUp):
             future.result(timeout=5)
+
+
+def test_journal_records_round_trip():
+    import numpy as np
+
+    from sweeps._patient import TrialRecord, decode, encode
+
+    trial = TrialRecord("t1", "sweep_trial_t1", {"arch": "resnet18"}, "RUNNING", {"epoch": 2.0})
+    record = encode([trial, {"epoch": np.int64(3), "acc": np.float32(0.5), "shape": (1, 2)}])
+    assert decode(record) == [trial, {"epoch": 3, "acc": 0.5, "shape": [1, 2]}]
