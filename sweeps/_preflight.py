@@ -9,6 +9,8 @@ and configuration are written last. Every refusal is a `BadInput`, on which the 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 import typing
@@ -21,6 +23,7 @@ from ray import tune
 from ghn import resolve_checkpoint
 from trainable import prepare_data
 
+from ._classes import class_tags
 from ._config import SweepConfig
 from ._identity import ID_FILE, config_record, new_sweep_id, read_sweep_record, write_sweep_id
 from ._space import baseline_configs, trial_config
@@ -64,7 +67,8 @@ def preflight(cfg: SweepConfig) -> Cleared:
     record = _check_storage(cfg)
     prepare_inputs(cfg)
     sweep_id = str(record["sweep_id"]) if record else new_sweep_id()
-    tracking = tracking_for(cfg, sweep_id, final=cfg.repeats == 0)
+    tracking = tracking_for(cfg, sweep_id, final=cfg.repeats == 0,
+                            parent_tags=None if cfg.resume else class_tags(cfg))
     new_store = not _store_exists(cfg.tracking_uri)  # asked before connect() creates it
     tracking.connect()  # in the background, while the name is checked and Ray starts
     if not cfg.resume:  # a clash exits 2, with no run and no Ray experiment
@@ -105,8 +109,9 @@ def prepare_inputs(cfg: SweepConfig) -> None:
         raise BadInput(f"--ghn: {e}") from None
     try:
         prepare_data(trial_config(baseline_configs(cfg)[0], cfg).data)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise BadInput(f"--dataset {cfg.dataset!r}: {e}") from None
+    except (OSError, RuntimeError, ValueError) as e:  # --classes, once CIFAR-100's are known
+        flag = "--classes" if str(e).startswith("data.classes") else f"--dataset {cfg.dataset!r}"
+        raise BadInput(f"{flag}: {e}") from None
 
 
 def config_changes(stored: dict[str, Any], cfg: SweepConfig) -> tuple[list[tuple], list[tuple]]:
@@ -116,12 +121,18 @@ def config_changes(stored: dict[str, Any], cfg: SweepConfig) -> tuple[list[tuple
     harmful, harmless = [], []
     for field in sorted(now):
         old, new = stored.get(field), now[field]
-        if field in _NOT_COMPARED or old == new:
+        if field in _NOT_COMPARED or old == new or _added_since(field, stored, new):
             continue
         device_change = field == "gpus_per_trial" and ((old or 0) > 0) != (new > 0)
         (harmless if field in HARMLESS and not device_change else harmful).append(
             (field, old, new))
     return harmful, harmless
+
+
+def _added_since(field: str, stored: dict[str, Any], new: Any) -> bool:
+    """A field the sweep's version did not have, at its default: the sweep ran as it says."""
+    default = next(f.default for f in dataclasses.fields(SweepConfig) if f.name == field)
+    return field not in stored and new == json.loads(json.dumps(default))
 
 
 def resumed_record(cfg: SweepConfig) -> dict[str, Any]:
