@@ -138,3 +138,15 @@ def test_long_name_lists_are_cut_to_fit_an_mlflow_tag():
     text = joined(names)
     assert len(text) <= 4000 and text.endswith("in all)") and "1000 in all" in text
     assert joined(names[:3]) == "n00000000,n00000001,n00000002"
+
+
+def test_resuming_a_sweep_from_before_classes_existed_is_no_change():
+    from sweeps._identity import config_record
+    from sweeps._preflight import config_changes
+
+    cfg = SweepConfig(dataset="cifar10")
+    stored = {k: v for k, v in config_record(cfg).items() if k != "classes"}
+    assert config_changes(stored, cfg) == ([], [])
+    harmful, _ = config_changes(config_record(cfg), SweepConfig(dataset="cifar10",
+                                                                classes=("cat",)))
+    assert harmful == [("classes", [], ["cat"])]
