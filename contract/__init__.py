@@ -39,6 +39,7 @@ __all__ = [
     "SWEEP_CLASSES_TAG",
     "SWEEP_ID_TAG",
     "SWEEP_NUM_CLASSES_TAG",
+    "SWEEP_RECORD_FILE",
     "SWEEP_TAG",
     "TAGS_KEY",
     "TRIAL_ID_TAG",
@@ -90,6 +91,9 @@ SWEEP_NUM_CLASSES_TAG = "ghn_sweep.num_classes"  # how many (the names may be sh
 GHN_TRAIN_CLASSES_TAG = "ghn.train_classes"  # the checkpoint's own record, or UNRECORDED
 GHN_CLASS_OVERLAP_TAG = "ghn.class_overlap"  # how many of the sweep's classes the GHN saw
 UNRECORDED = "unrecorded"  # an official checkpoint names no training classes
+# In the sweep's Ray results directory: its id, its configuration and the class tags above, so
+# a report from Ray's results alone says them too.
+SWEEP_RECORD_FILE = "ghn_sweep.json"
 # Tags that say which code, packages and machine produced a run.
 PROVENANCE_PREFIXES = ("code.", "version.", "device.")
 

@@ -67,14 +67,14 @@ def preflight(cfg: SweepConfig) -> Cleared:
     record = _check_storage(cfg)
     prepare_inputs(cfg)
     sweep_id = str(record["sweep_id"]) if record else new_sweep_id()
-    tracking = tracking_for(cfg, sweep_id, final=cfg.repeats == 0,
-                            parent_tags=None if cfg.resume else class_tags(cfg))
+    tags = None if cfg.resume else class_tags(cfg)
+    tracking = tracking_for(cfg, sweep_id, final=cfg.repeats == 0, parent_tags=tags)
     new_store = not _store_exists(cfg.tracking_uri)  # asked before connect() creates it
     tracking.connect()  # in the background, while the name is checked and Ray starts
     if not cfg.resume:  # a clash exits 2, with no run and no Ray experiment
         if not new_store:  # a new store holds no sweep: don't wait ~4 s for its creation
             _refuse_name_clash(cfg, tracking)
-        write_sweep_id(cfg, sweep_id)
+        write_sweep_id(cfg, sweep_id, tags)
     elif record.get("config", {}).get("tracking_uri", cfg.tracking_uri) != cfg.tracking_uri:
         _refuse_other_store(cfg, tracking, record["config"]["tracking_uri"])
     return Cleared(sweep_id, tracking)
