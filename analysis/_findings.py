@@ -234,8 +234,9 @@ def relation_sentence(rows: dict[str, pd.DataFrame], df: pd.DataFrame) -> str:
     where = f"across {len(pairs)} architecture-method pairs"
     if not math.isfinite(rho):
         return lead + f"Diversity or gain is the same {where}: no relation can be measured."
+    shown_p = "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
     numbers = (f"Spearman's rho = {rho:+.2f} between {DIVERSITY[0][1]} and gain over random "
-               f"init, p = {p:.2g}, {where}")
+               f"init, {shown_p}, {where}")
     if p < 0.05:
         return lead + (f"Lower diversity goes with {'smaller' if rho > 0 else 'larger'} gains "
                        f"over random init ({numbers}).")

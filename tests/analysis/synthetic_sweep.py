@@ -164,14 +164,17 @@ def _run(client: MlflowClient, exp_id: str, parent_id: str, spec: TrialSpec) -> 
 
 
 def write_mlflow(uri: str, artifacts: Path, trials: list[TrialSpec], *, sweep: str = "sweepA",
-                 experiment: str = "ghn-sweep", parent_status: str = "FINISHED") -> str:
-    """A parent run for `sweep` with one child per trial; returns the parent run id."""
+                 experiment: str = "ghn-sweep", parent_status: str = "FINISHED",
+                 parent_tags: dict[str, str] | None = None) -> str:
+    """A parent run for `sweep` with one child per trial (and `parent_tags`, the class tags the
+    sweep sets); returns the parent run id."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         experiment, artifact_location=artifacts.as_uri(),
         tags={"mlflow.experimentKind": "custom_model_development"})
-    parent = client.create_run(exp_id, run_name=sweep, tags={"ghn_sweep.sweep": sweep})
+    parent = client.create_run(exp_id, run_name=sweep,
+                               tags={"ghn_sweep.sweep": sweep, **(parent_tags or {})})
     parent_id = parent.info.run_id
     client.log_batch(parent_id, params=[Param("sweep.max_epochs", str(EPOCHS)),
                                         Param("sweep.archs", "('resnet50', 'convnext_base')")])
