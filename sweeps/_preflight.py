@@ -109,9 +109,10 @@ def prepare_inputs(cfg: SweepConfig) -> None:
         raise BadInput(f"--ghn: {e}") from None
     try:
         prepare_data(trial_config(baseline_configs(cfg)[0], cfg).data)
-    except (OSError, RuntimeError, ValueError) as e:  # --classes, once CIFAR-100's are known
-        flag = "--classes" if str(e).startswith("data.classes") else f"--dataset {cfg.dataset!r}"
-        raise BadInput(f"{flag}: {e}") from None
+    except (OSError, RuntimeError, ValueError) as e:
+        if str(e).startswith("data.classes: "):  # CIFAR-100's names, known once downloaded
+            raise BadInput(f"--classes: {str(e).removeprefix('data.classes: ')}") from None
+        raise BadInput(f"--dataset {cfg.dataset!r}: {e}") from None
 
 
 def config_changes(stored: dict[str, Any], cfg: SweepConfig) -> tuple[list[tuple], list[tuple]]:

@@ -150,3 +150,23 @@ def test_resuming_a_sweep_from_before_classes_existed_is_no_change():
     harmful, _ = config_changes(config_record(cfg), SweepConfig(dataset="cifar10",
                                                                 classes=("cat",)))
     assert harmful == [("classes", [], ["cat"])]
+
+
+@pytest.mark.slow
+def test_preflight_tags_the_parent_run_and_keeps_the_tags_with_the_results(reference_dir,
+                                                                          tmp_path, monkeypatch):
+    import json
+
+    import sweeps._preflight as preflight_module
+    from contract import SWEEP_RECORD_FILE
+
+    monkeypatch.setattr(preflight_module, "prepare_inputs", lambda cfg: None)  # no data work
+    cfg = SweepConfig(dataset="cifar10", classes=("cat", "dog"), storage=str(tmp_path / "ray"),
+                      ghn=_ghn_with_classes(reference_dir, tmp_path, ["cat"] + ["x"] * 9),
+                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="exp")
+    cleared = preflight_module.preflight(cfg)
+    cleared.tracking.setup()
+    tags = MlflowClient(cfg.tracking_uri).get_run(cleared.tracking.parent_run_id).data.tags
+    assert (tags[GHN_CLASS_OVERLAP_TAG], tags[SWEEP_NUM_CLASSES_TAG]) == ("1", "2")
+    record = json.loads((Path(cfg.sweep_path) / SWEEP_RECORD_FILE).read_text())
+    assert record["tags"][GHN_CLASS_OVERLAP_TAG] == "1"
