@@ -1,4 +1,5 @@
-"""report.md: state of the sweep, the answers, the tables behind each figure, and the gaps."""
+"""report.md: state of the sweep, the findings, the answers, the tables behind each figure, and the
+gaps."""
 
 from __future__ import annotations
 
