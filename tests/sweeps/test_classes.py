@@ -170,3 +170,11 @@ def test_preflight_tags_the_parent_run_and_keeps_the_tags_with_the_results(refer
     assert (tags[GHN_CLASS_OVERLAP_TAG], tags[SWEEP_NUM_CLASSES_TAG]) == ("1", "2")
     record = json.loads((Path(cfg.sweep_path) / SWEEP_RECORD_FILE).read_text())
     assert record["tags"][GHN_CLASS_OVERLAP_TAG] == "1"
+
+
+@pytest.mark.parametrize("name, text", [("s.yaml", "classes: [cat, dog]\n"),
+                                        ("s.toml", 'classes = "cat,dog"\n')])
+def test_classes_from_a_config_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    assert parse_args(["--config", str(path), "--dataset", "cifar10"]).classes == ("cat", "dog")
