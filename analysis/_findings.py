@@ -63,7 +63,7 @@ def class_paragraph(tags: dict[str, str]) -> str:
     overlap = tags.get(GHN_CLASS_OVERLAP_TAG)
     if trained is None:
         return text + "which classes the GHN was trained on was not recorded."
-    if trained == UNRECORDED or overlap is None:
+    if trained == UNRECORDED or overlap is None or not overlap.isdigit() or not n.isdigit():
         return text + ("the checkpoint does not record its training classes (the official "
                        "GHN-2 checkpoints name none), so whether the GHN saw them is unknown.")
     k = int(overlap)
@@ -106,7 +106,9 @@ def compare(what: str, other: str, a: pd.Series | None, b: pd.Series | None) -> 
 
 
 def _hint(sentences: list[str]) -> str:
-    return f" Where {CANNOT}, {REPEAT_HINT}." if any(CANNOT in s for s in sentences) else ""
+    """What would answer where one seed per method could not."""
+    few = any(w in s for s in sentences for w in ("single runs", "1 paired seed"))
+    return f" Where one seed could not answer, {REPEAT_HINT}." if few else ""
 
 
 def ghn_paragraph(rows: dict[str, pd.DataFrame]) -> str:
