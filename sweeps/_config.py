@@ -38,7 +38,8 @@ class SweepConfig:
                       "cifar10 | cifar100 (downloaded) | an ImageFolder tree with train/, test/")
     n_shots: int = _f(100, "training images per class (as in the paper)")
     classes: tuple[str, ...] = _f((), "the dataset's classes to fine-tune on, comma-separated "
-                                      "names; e.g. the classes a GHN trained here did not see")
+                                      "names (none given: all); e.g. the classes a GHN trained "
+                                      "here did not see")
     ghn: str = _f(os.environ.get("GHN_CHECKPOINT", "ghn2-imagenet"),
                   "GHN-2 checkpoint name or path")
     lr_scale_min: float = _f(0.1, "learning rate searched as a multiple of each arch's recipe "
