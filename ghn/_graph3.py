@@ -13,6 +13,7 @@ products (50 steps at most), not per-pair Python loops.
 from __future__ import annotations
 
 import logging
+import unittest.mock
 from dataclasses import dataclass
 
 import torch
@@ -60,11 +61,32 @@ class Graph3:
 
 # ---- tracing -------------------------------------------------------------------------------
 
+class ScaledDotProductFlashAttentionForCpu(torch.autograd.Function):
+    """One autograd node fed by (q, k, v), as CPU attention on a real batch records; on an
+    empty batch PyTorch falls back to the unfused math path, whose extra nodes GHN-3 keeps."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        return q.new_empty(*q.shape[:-1], v.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):  # never called: the trace does not run backward
+        raise NotImplementedError
+
+
+def _attention(query, key, value, *args, **kwargs):
+    return ScaledDotProductFlashAttentionForCpu.apply(query, key, value)
+
+
 class _Trace3Mode(_TraceMode):
     """Also records dropout as the multiplication a real CPU batch would record (ATen skips
-    dropout on an empty tensor, which would drop the node GHN-3 sees)."""
+    dropout on an empty tensor, which would drop the node GHN-3 sees), and fused attention
+    as one node."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.scaled_dot_product_attention:
+            q, k, v = (list(args) + [(kwargs or {}).get(n) for n in ("query", "key", "value")])[:3]
+            return ScaledDotProductFlashAttentionForCpu.apply(q, k, v)
         if func is F.dropout:
             kwargs = kwargs or {}
             names = ("input", "p", "training", "inplace")
@@ -100,9 +122,12 @@ def _forward_roots(model: nn.Module, input_size: tuple[int, int, int]) -> list:
     try:
         for p in params:
             p.requires_grad_(True)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            with torch.enable_grad(), _Trace3Mode():
-                out = torch.func.functional_call(model, buffers, (x,), strict=False)
+        with (torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+              torch.enable_grad(), _Trace3Mode(),
+              # nn.MultiheadAttention calls attention from inside its own functional, where
+              # the mode does not reach; the module global is what that call looks up
+              unittest.mock.patch.object(F, "scaled_dot_product_attention", _attention)):
+            out = torch.func.functional_call(model, buffers, (x,), strict=False)
     finally:
         for p in params:
             p.requires_grad_(False)

@@ -163,7 +163,7 @@ def _finish_block(ghn: GHN3, t: _Target, block: torch.Tensor, kind: str) -> torc
             block = block[:, :, None, None]
         return block * math.sqrt(2 / math.prod(shape[1:]))
     if kind == "pos":
-        return block[0].permute(1, 2, 0).reshape(-1, block.shape[2])  # (s*s, n_i), unscaled
+        return block[0].permute(1, 2, 0).reshape(-1, block.shape[1])  # (s*s, n_i), unscaled
     if len(shape) == 2:
         block = block[:, :, 0, 0]
     if len(shape) > 2 and shape[0] == 1 and shape[2] >= 11:
@@ -204,9 +204,8 @@ def expand_block(block: torch.Tensor, shape: tuple[int, ...], ghn: GHN3) -> torc
 def _pos_embedding(block: torch.Tensor, shape: tuple[int, ...], ghn: GHN3) -> torch.Tensor:
     """Row 0 (the class token's) is a fresh N(0, 0.02^2) draw of M values from the global RNG,
     as GHN-3 does; rows 1.. are the decoded s x s map, channels periodic in M."""
-    m = ghn.max_channels
-    first = torch.normal(0.0, 0.02, size=(m,)).to(block)
-    d = shape[2]
+    m, d = ghn.max_channels, shape[2]
+    first = torch.normal(0.0, 0.02, size=(1, 1, m)).to(block).view(m)
     first = first.repeat(math.ceil(d / m))[:d]
     rest = block.repeat(1, math.ceil(d / block.shape[1]))[:, :d]
     rows = torch.cat([first[None], rest])
