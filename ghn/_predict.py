@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ghn._ghn3 import GHN3
 from ghn._graph import Graph, build_graph
 from ghn._graph3 import Graph3
-from ghn._ghn3 import GHN3
 from ghn._model import GHN2
-from ghn._predict3 import cached_graph3, write_prediction3
+from ghn._predict3 import cached_graph3, embed_nodes3, predict_tensors3, write_prediction3
 from ghn._trace import NORMS, default_input_size
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,10 @@ def _cached(ghn: GHN2, graph: Graph, what: str, make):
     return extras[key][1]
 
 
-def embed_nodes(ghn: GHN2, graph: Graph) -> torch.Tensor:
+def embed_nodes(ghn: GHN2 | GHN3, graph: Graph | Graph3) -> torch.Tensor:
     """Final node embeddings y (N x 32): shape encoding, GatedGNN, layer norm."""
+    if isinstance(ghn, GHN3):
+        return embed_nodes3(ghn, graph)
     device = ghn.embed.weight.device
     ops = torch.tensor(graph.ops, device=device)
     ind = torch.tensor([ghn.vocab.encode(s) for s in graph.shapes], device=device)
@@ -258,10 +260,12 @@ def predicted_names(graph: Graph, model: nn.Module, *, predict_classifier: bool 
 
 
 def predict_tensors(
-    ghn: GHN2, graph: Graph, model: nn.Module, *, predict_classifier: bool = True
+    ghn: GHN2 | GHN3, graph: Graph | Graph3, model: nn.Module, *, predict_classifier: bool = True
 ) -> dict[str, torch.Tensor]:
     """Parameter name -> predicted tensor of the parameter's shape, differentiable in the GHN's
     parameters: the input of `torch.func.functional_call(model, tensors, x)` in training."""
+    if isinstance(ghn, GHN3):
+        return predict_tensors3(ghn, graph, model, predict_classifier=predict_classifier)
     params = dict(model.named_parameters())
     blocks = predicted_blocks(ghn, graph, model, predict_classifier=predict_classifier)
     return {name: _tile(block, params[name].shape) for name, block in blocks.items()}
