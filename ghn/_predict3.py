@@ -247,3 +247,38 @@ def write_prediction3(ghn: GHN3, graph: Graph3, model: nn.Module, *,
         for name, t in tensors.items():
             params[name].copy_(t)
     return set(tensors)
+
+
+def ghn3_group_keys(ghn: GHN3, graph: Graph3, model: nn.Module
+                    ) -> tuple[list[tuple[tuple[int, ...], list[int]]], dict[int, str]]:
+    """GHN-3's decoding groups, (key, nodes) in order of first appearance, and the parameter
+    of each matched node. We batch by what is computed instead (window and channel block), so
+    this exists to show the two agree on which nodes are matched and how they are keyed."""
+    m = ghn.max_channels
+
+    def kappa(n: int) -> int:
+        k = min(n, m)
+        if k % 3 == 0:
+            k = 4 * k // 3
+        return m if k >= m / 2 else k
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    names = {}
+    for t in targets3(graph, model, predict_classifier=True):
+        s = t.shape
+        if t.role == "classifier_bias":
+            key = (kappa(s[0]), -1)
+        elif len(s) == 1:
+            key = (kappa(s[0]), 0)
+        elif t.role == "classifier_weight":
+            key = (kappa(s[0]), kappa(s[1]))
+        elif t.role == "pos_embedding":
+            side = math.isqrt(s[1])
+            key = (1, s[2], side, side)
+        elif len(s) == 2:
+            key = (kappa(s[0]), kappa(s[1]), 1, 1)
+        else:
+            key = (kappa(s[0]), kappa(s[1]), s[2], s[3])
+        groups.setdefault(key, []).append(t.node)
+        names[t.node] = t.name
+    return list(groups.items()), names
