@@ -25,7 +25,7 @@ EDGE_VOCAB = 257  # rows of the edge-distance embedding: index 2 + hops (0..50),
 @dataclass(frozen=True)
 class GHN3Config:
     """What defines a GHN-3's tensors. The official files store none of it; `load_ghn` infers
-    it from the tensor shapes (heads: 16 if hid > 64 else 8, as the released code assumes)."""
+    it from the tensor shapes."""
 
     hid: int = 64
     heads: int = 8
@@ -190,4 +190,8 @@ def infer_config(state: dict[str, torch.Tensor]) -> GHN3Config:
     s = 11 if shape("shape_enc.embed_spatial.weight")[0] == 9 else 16
     nc = shape("decoder.class_layer_predictor.1.weight")[0]
     layers = sum(1 for k in state if k.startswith("gnn.") and k.endswith("ln1.weight"))
-    return GHN3Config.official(hid, layers=layers, max_shape=(m, m, s, s), num_classes=nc)
+    # The released code assumes 16 heads if hid > 64 else 8; the edge projection has one row
+    # per head, so the tensors say it directly (and agree for every official file).
+    heads = shape("gnn.0.attn.proj_e.2.weight")[0]
+    return GHN3Config(hid=hid, heads=heads, layers=layers, max_shape=(m, m, s, s),
+                      num_classes=nc)
