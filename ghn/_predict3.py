@@ -187,8 +187,13 @@ def _conv_decoder(ghn: GHN3, y: torch.Tensor, rows: tuple[int, int], cols: tuple
     z = z.view(len(y), width, -1).transpose(1, 2).reshape(-1, width)  # (B * P, width)
     conv0, conv2 = ghn.decoder.conv[0], ghn.decoder.conv[2]
     u = F.relu(F.linear(z, conv0.weight, conv0.bias))
-    ch = (torch.arange(n_o, device=dev)[:, None] * m + torch.arange(n_i, device=dev)).flatten()
-    q = F.linear(u, conv2.weight[ch], conv2.bias[ch])  # (B * P, n_o * n_i)
+    if n_i == m:  # whole rows of the M x M output: a slice, no gather
+        w2, b2 = conv2.weight[: n_o * m], conv2.bias[: n_o * m]
+    else:
+        ch = (torch.arange(n_o, device=dev)[:, None] * m
+              + torch.arange(n_i, device=dev)).flatten()
+        w2, b2 = conv2.weight[ch], conv2.bias[ch]
+    q = F.linear(u, w2, b2)  # (B * P, n_o * n_i)
     return q.view(len(y), nr, ncol, n_o, n_i).permute(0, 3, 4, 1, 2)
 
 
@@ -241,12 +246,18 @@ def predict_tensors3(ghn: GHN3, graph: Graph3, model: nn.Module, *,
 def write_prediction3(ghn: GHN3, graph: Graph3, model: nn.Module, *,
                       predict_classifier: bool = True) -> set[str]:
     """Overwrite the predicted parameters in place; returns their names."""
+    from ghn._predict import _tile_into  # GHN-2's in-place periodic tiling
+
     params = dict(model.named_parameters(remove_duplicate=False))
     with torch.no_grad():
-        tensors = predict_tensors3(ghn, graph, model, predict_classifier=predict_classifier)
-        for name, t in tensors.items():
-            params[name].copy_(t)
-    return set(tensors)
+        blocks = predicted_blocks3(ghn, graph, model, predict_classifier=predict_classifier)
+        for name, block in blocks.items():
+            param = params[name]
+            if param.dim() == 3 and block.dim() == 2:  # ViT positional embedding
+                param.copy_(_pos_embedding(block, tuple(param.shape), ghn))
+            else:
+                _tile_into(param, block)
+    return set(blocks)
 
 
 def ghn3_group_keys(ghn: GHN3, graph: Graph3, model: nn.Module
