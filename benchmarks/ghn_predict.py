@@ -10,7 +10,10 @@ one line per GHN and model:
 
     ghn3 resnet50 predict median_s=<x> recorded_s=<r> speedup=<r / x> repeat_median_s=<y>
 
-    python benchmarks/ghn_predict.py [--repeats 3] [--which ghn2,ghn3]
+    python benchmarks/ghn_predict.py [--repeats 3] [--which ghn2,ghn3] [--threads N]
+
+On a CPU shared with other jobs, torch's multi-threaded kernels can wait far longer for their
+threads than they compute on graphs of a few hundred nodes; `--threads 1` shows that cost.
 """
 
 from __future__ import annotations
@@ -56,7 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--which", default="ghn2,ghn3")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for which in args.which.split(","):
         checkpoint, key, models = SETUPS[which]

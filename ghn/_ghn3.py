@@ -146,17 +146,20 @@ class GHN3(nn.Module):
     def edge_bias(self, dist: torch.Tensor) -> torch.Tensor:
         """(H, N, N) attention bias from forward and backward hop distances.
 
-        The projection's first Linear acts on [E[d_uv]; E[d_vu]], so it splits into two
-        (vocab, hid) tables computed once, and the N^2 work is one add, ReLU and matmul.
+        The bias of a pair depends only on its two distances, each one of at most 53 values,
+        so it is computed once per distinct (forward, backward) pair, K x K x H with
+        K = max distance + 3, and gathered: no (N, N, hid) intermediate.
         """
         attn = self.gnn[0].attn
-        e = attn.edge_embed.embed.weight[: int(dist.max()) + 3]
+        k = int(dist.max()) + 3
+        e = attn.edge_embed.embed.weight[:k]
         p1, p2 = attn.proj_e[0], attn.proj_e[2]
         hid = e.shape[1]
-        fwd = e @ p1.weight[:, :hid].t() + p1.bias
+        fwd = e @ p1.weight[:, :hid].t() + p1.bias  # (K, hid)
         bwd = e @ p1.weight[:, hid:].t()
-        h = F.relu(fwd[dist + 2] + bwd[dist.t() + 2])  # (N, N, hid)
-        return F.linear(h, p2.weight, p2.bias).permute(2, 0, 1).contiguous()
+        table = F.linear(F.relu(fwd[:, None] + bwd[None]), p2.weight, p2.bias)  # (K, K, H)
+        flat = table.permute(2, 0, 1).reshape(table.shape[2], k * k)
+        return flat[:, ((dist + 2) * k + dist.t() + 2).flatten()].view(-1, *dist.shape)
 
     def forward(self, *args, **kwargs):  # noqa: D401 - see predict_parameters
         raise TypeError("GHN3 is not called directly: use ghn.predict_parameters(model, ghn)")

@@ -16,6 +16,7 @@ import logging
 import unittest.mock
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -548,21 +549,27 @@ def distances(n: int, edges: list[tuple[int, int]], max_dist: int = MAX_DIST) ->
     """Dense shortest directed hop counts, 1..max_dist, else 0 (diagonal included).
 
     Breadth-first from every node at once: column u of `frontier` marks the nodes first
-    reached from u at the current depth, and one scatter-add over the edges (cost O(N * E), the
-    graph has about N edges) advances all N searches by one hop.
+    reached from u at the current depth; one step ORs, for every node, the frontier rows of its
+    predecessors (a grouped reduction over the edge list, O(N * E) per hop; the graphs have
+    about N edges). numpy runs it on one thread: these arrays are small, and a multi-threaded
+    kernel spends more time waking threads than working on a busy machine.
     """
     if not edges or n == 0:
         return torch.zeros(n, n, dtype=torch.int64)
-    src, dst = torch.tensor(edges).t()
-    dist_t = torch.zeros(n, n, dtype=torch.int64)  # dist_t[v, u] = hops from u to v
-    reached = torch.eye(n, dtype=torch.bool)
-    frontier = torch.eye(n)
+    e = np.asarray(edges, dtype=np.int64)
+    order = np.argsort(e[:, 1], kind="stable")
+    src, dst = e[order, 0], e[order, 1]
+    targets, starts = np.unique(dst, return_index=True)
+    dist_t = np.zeros((n, n), dtype=np.int64)  # dist_t[v, u] = hops from u to v
+    reached = np.eye(n, dtype=bool)
+    frontier = np.eye(n, dtype=bool)
     for d in range(1, max_dist + 1):
-        nxt = torch.zeros(n, n).index_add_(0, dst, frontier[src]) > 0
+        nxt = np.zeros((n, n), dtype=bool)
+        nxt[targets] = np.logical_or.reduceat(frontier[src], starts, axis=0)
         nxt &= ~reached
         if not nxt.any():
             break
-        dist_t.masked_fill_(nxt, d)
+        dist_t[nxt] = d
         reached |= nxt
-        frontier = nxt.float()
-    return dist_t.t().contiguous()
+        frontier = nxt
+    return torch.from_numpy(np.ascontiguousarray(dist_t.T))
