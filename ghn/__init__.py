@@ -11,7 +11,7 @@ from ghn._checkpoint3 import save_ghn3
 from ghn._ghn3 import GHN3, GHN3Config
 from ghn._graph import PRIMITIVES, Graph, build_graph
 from ghn._graph3 import Graph3, build_graph3
-from ghn._model import GHN2, GHN2Config
+from ghn._model import GHN2, GHN2Config, as_ghn3_semantics
 from ghn._predict import Prediction, embed_nodes, predict_parameters, predict_tensors
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "PRIMITIVES",
     "Prediction",
     "adjust_for_small_images",
+    "as_ghn3_semantics",
     "build_graph",
     "build_graph3",
     "cache_dir",

@@ -96,7 +96,8 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     path = resolve_checkpoint(name_or_path)
     if is_official_ghn3_file(path):
         ghn = load_official(path)
-        ghn.checkpoint_id = f"{path.stem}-{_sha256(path)[:12]}"
+        ghn.checkpoint_id = f"{path.stem}-{_sha256(path)[:12]}" + (
+            "+ghn3" if isinstance(ghn, GHN2) else "")
         return ghn.to(device).eval()
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

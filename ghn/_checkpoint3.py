@@ -9,6 +9,7 @@ num_classes}} plus whatever a trainer adds ('classes', resume state).
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import torch
 
 from ghn._ghn3 import GHN3, GHN3Config, expected_state_shapes, infer_config
+from ghn._model import GHN2, GHN2Config, as_ghn3_semantics
+from ghn._model import expected_state_shapes as expected_state_shapes2
 from ghn._unpickle import load_pickled_state_dict
 
 # The official files at a fixed revision of huggingface.co/SamsungSAILMontreal/ghn3 (see
@@ -83,13 +86,37 @@ def build_ghn3(state: dict[str, torch.Tensor], config: GHN3Config, path: Path) -
     return ghn
 
 
-def load_official(path: Path) -> GHN3:
-    """An official (pickled state dict) GHN-3 file."""
+def load_official(path: Path) -> GHN3 | GHN2:
+    """An official (pickled state dict) file of GHN-3's repository: a GHN-3, or its GHN-2."""
     state = normalise_keys(load_pickled_state_dict(path))
     if not is_ghn3_state(state):
-        raise ValueError(f"{path} holds a GHN-2 state dict (gnn.gru.*) in the hub's pickle "
-                         "layout; GHN-2 checkpoints are read from ppuda's torch.save files")
+        return _ghn2_from_hub(state, path)
     return build_ghn3(state, infer_config(state), path)
+
+
+def _ghn2_from_hub(state: dict[str, torch.Tensor], path: Path) -> GHN2:
+    """The GHN-2 weights GHN-3's repository publishes (ghn2.pt, pickled like its own files):
+    loaded as a GHN2 that predicts with GHN-3's semantics, as GHN-3's code runs them."""
+    if not any(k.startswith("gnn.gru.") for k in state):
+        raise ValueError(f"{path} holds neither a GHN-3 (gnn.0.attn.*) nor a GHN-2 "
+                         "(gnn.gru.*) state dict")
+    try:
+        hid = state["embed.weight"].shape[1]
+        m = math.isqrt(state["decoder.conv.2.weight"].shape[0])
+        s = 11 if state["shape_enc.embed_spatial.weight"].shape[0] == 9 else 16
+        nc = state["decoder.class_layer_predictor.1.weight"].shape[0]
+    except KeyError as e:
+        raise ValueError(f"{path}: GHN-2 state dict without {e}") from None
+    config = GHN2Config(max_shape=(m, m, s, s), num_classes=nc, hid=hid)
+    expected = expected_state_shapes2(config)
+    state = {k: v.view(expected[k]) if k in expected and v.dim() == 2
+             and len(expected[k]) == 4 else v for k, v in state.items()}  # 1x1 convs
+    ghn = GHN2(config)
+    try:
+        ghn.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not match the GHN-2 layout: {e}") from None
+    return as_ghn3_semantics(ghn)
 
 
 def config_from_checkpoint(ckpt: dict, path: Path) -> GHN3Config:

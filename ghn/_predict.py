@@ -70,7 +70,7 @@ def predict_parameters(
     if isinstance(input_size, int):
         input_size = (3, input_size, input_size)
     input_size = tuple(input_size or default_input_size(model))
-    if isinstance(ghn, GHN3):
+    if isinstance(ghn, GHN3) or ghn.semantics == "ghn3":
         graph = cached_graph3(ghn, model, input_size)
         predicted = write_prediction3(ghn, graph, model, predict_classifier=predict_classifier)
     else:
@@ -83,8 +83,8 @@ def predict_parameters(
         predicted = set(blocks)
     if bn_train:  # GHN-2 (ppuda) matches the exact type, GHN-3 any BatchNorm2d subclass
         for m in model.modules():
-            if type(m) is nn.BatchNorm2d or (isinstance(ghn, GHN3)
-                                             and isinstance(m, nn.BatchNorm2d)):
+            if type(m) is nn.BatchNorm2d or (isinstance(m, nn.BatchNorm2d) and (
+                    isinstance(ghn, GHN3) or ghn.semantics == "ghn3")):
                 m.track_running_stats, m.training = False, True
     names = [n for n, _ in model.named_parameters()]
     return Prediction(model, [n for n in names if n in predicted],
@@ -115,7 +115,7 @@ def _cached(ghn: GHN2, graph: Graph, what: str, make):
 
 def embed_nodes(ghn: GHN2 | GHN3, graph: Graph | Graph3) -> torch.Tensor:
     """Final node embeddings y (N x 32): shape encoding, GatedGNN, layer norm."""
-    if isinstance(ghn, GHN3):
+    if isinstance(ghn, GHN3) or ghn.semantics == "ghn3":
         return embed_nodes3(ghn, graph)
     device = ghn.embed.weight.device
     ops = torch.tensor(graph.ops, device=device)
@@ -264,7 +264,7 @@ def predict_tensors(
 ) -> dict[str, torch.Tensor]:
     """Parameter name -> predicted tensor of the parameter's shape, differentiable in the GHN's
     parameters: the input of `torch.func.functional_call(model, tensors, x)` in training."""
-    if isinstance(ghn, GHN3):
+    if isinstance(ghn, GHN3) or ghn.semantics == "ghn3":
         return predict_tensors3(ghn, graph, model, predict_classifier=predict_classifier)
     params = dict(model.named_parameters())
     blocks = predicted_blocks(ghn, graph, model, predict_classifier=predict_classifier)

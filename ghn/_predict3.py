@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghn._ghn3 import GHN3
+from ghn._graph import Graph
 from ghn._graph3 import Graph3, build_graph3
+from ghn._model import GHN2
 
 log = logging.getLogger(__name__)
 _GRAPH_CACHE_SIZE = 32
@@ -82,9 +84,32 @@ def node_features(ghn: GHN3, graph: Graph3) -> torch.Tensor:
                                               sp[ind[:, 3]]], 1)
 
 
-def embed_nodes3(ghn: GHN3, graph: Graph3) -> torch.Tensor:
-    """Final node embeddings (N, hid)."""
-    return ghn.embed_graph(node_features(ghn, graph), graph.dist.to(ghn.embed.weight.device))
+def embed_nodes3(ghn: GHN3 | GHN2, graph: Graph3) -> torch.Tensor:
+    """Final node embeddings (N, hid): Graphormer layers, or for GHN-2 weights ppuda's
+    GatedGNN over the same graph's (u, v, hops) edges."""
+    x0 = node_features(ghn, graph)
+    if isinstance(ghn, GHN2):
+        from ghn._predict import _propagate, message_schedule
+
+        h = _propagate(ghn, message_schedule(_as_ghn2_graph(graph)), x0)
+        return ghn.ln(h)
+    return ghn.embed_graph(x0, graph.dist.to(ghn.embed.weight.device))
+
+
+def _as_ghn2_graph(graph: Graph3) -> Graph:
+    """The edge list and topological levels GHN-2's message passing reads."""
+    dist = graph.dist
+    u, v = dist.nonzero(as_tuple=True)  # row-major: sorted by u, then v
+    edges = torch.stack([u, v, dist[u, v]], 1)
+    n = graph.n_nodes
+    one = [(int(a), int(b)) for a, b in (dist == 1).nonzero().tolist()]
+    level, level_rev = [0] * n, [0] * n
+    for a, b in one:  # nodes are in topological order, so edges go forward
+        level[b] = max(level[b], level[a] + 1)
+    for a, b in reversed(one):
+        level_rev[a] = max(level_rev[a], level_rev[b] + 1)
+    return Graph(names=graph.names, params=graph.params, ops=graph.ops, shapes=graph.shapes,
+                 edges=edges, levels=torch.tensor(level), levels_rev=torch.tensor(level_rev))
 
 
 def predicted_blocks3(ghn: GHN3, graph: Graph3, model: nn.Module, *,
@@ -115,10 +140,10 @@ def predicted_blocks3(ghn: GHN3, graph: Graph3, model: nn.Module, *,
     return blocks
 
 
-def _window(k: int, s: int) -> tuple[int, int]:
-    """Centred rows [start, start + k) of the S x S decoder map (k <= S)."""
-    c = s // 2
-    return c - k // 2, k
+def _window(k: int, s: int, top_left: bool = False) -> tuple[int, int]:
+    """Rows [start, start + k) of the S x S decoder map (k <= S): centred for GHN-3, the
+    top-left corner for GHN-2 weights (as ppuda crops)."""
+    return (0, k) if top_left else (s // 2 - k // 2, k)
 
 
 def _decode_weights(ghn: GHN3, y: torch.Tensor, targets: list[_Target]):
@@ -149,7 +174,9 @@ def _decode_weights(ghn: GHN3, y: torch.Tensor, targets: list[_Target]):
                                    mode="bilinear", align_corners=False)
             blocks = blocks.view(b, n_o, n_i, kh, kw)
         else:
-            blocks = _conv_decoder(ghn, y[nodes], _window(kh, s), _window(kw, s), n_o, n_i)
+            corner = isinstance(ghn, GHN2)
+            blocks = _conv_decoder(ghn, y[nodes], _window(kh, s, corner), _window(kw, s, corner),
+                                   n_o, n_i)
         for t, block in zip(group, blocks):
             yield t.name, _finish_block(ghn, t, block, kind)
 
@@ -158,7 +185,7 @@ def _finish_block(ghn: GHN3, t: _Target, block: torch.Tensor, kind: str) -> torc
     shape = t.shape
     if kind == "cls":
         head = ghn.decoder.class_layer_predictor[1]
-        block = F.linear(F.relu(block[:, :, 0, 0]).t(), head.weight, head.bias).t()  # (nc, n_i)
+        block = F.linear(F.relu(block[:, :, 0, 0]).t(), head.weight.flatten(1), head.bias).t()
         if len(shape) == 4:
             block = block[:, :, None, None]
         return block * math.sqrt(2 / math.prod(shape[1:]))
@@ -180,19 +207,20 @@ def _conv_decoder(ghn: GHN3, y: torch.Tensor, rows: tuple[int, int], cols: tuple
     (r0, nr), (c0, ncol) = rows, cols
     pos = ((torch.arange(r0, r0 + nr, device=dev)[:, None] * s
             + torch.arange(c0, c0 + ncol, device=dev)).flatten())
-    width = ghn.decoder.conv[0].in_features
+    conv0, conv2 = ghn.decoder.conv[0], ghn.decoder.conv[2]
+    w0, w2_all = conv0.weight.flatten(1), conv2.weight.flatten(1)  # GHN-2's are 1x1 convs
+    width = w0.shape[1]
     idx = (torch.arange(width, device=dev)[:, None] * s * s + pos).flatten()
     fc = ghn.decoder.fc[0]
     z = F.relu(F.linear(y, fc.weight[idx], fc.bias[idx]))  # (B, width * P)
     z = z.view(len(y), width, -1).transpose(1, 2).reshape(-1, width)  # (B * P, width)
-    conv0, conv2 = ghn.decoder.conv[0], ghn.decoder.conv[2]
-    u = F.relu(F.linear(z, conv0.weight, conv0.bias))
+    u = F.relu(F.linear(z, w0, conv0.bias))
     if n_i == m:  # whole rows of the M x M output: a slice, no gather
-        w2, b2 = conv2.weight[: n_o * m], conv2.bias[: n_o * m]
+        w2, b2 = w2_all[: n_o * m], conv2.bias[: n_o * m]
     else:
         ch = (torch.arange(n_o, device=dev)[:, None] * m
               + torch.arange(n_i, device=dev)).flatten()
-        w2, b2 = conv2.weight[ch], conv2.bias[ch]
+        w2, b2 = w2_all[ch], conv2.bias[ch]
     q = F.linear(u, w2, b2)  # (B * P, n_o * n_i)
     return q.view(len(y), nr, ncol, n_o, n_i).permute(0, 3, 4, 1, 2)
 

@@ -8,7 +8,17 @@ import pytest
 import torch
 import torchvision
 
-from ghn import GHN3, GHN3Config, build_graph3, load_ghn, predict_parameters
+from ghn import (
+    GHN2,
+    GHN3,
+    GHN3Config,
+    as_ghn3_semantics,
+    build_graph3,
+    embed_nodes,
+    load_ghn,
+    predict_parameters,
+)
+from ghn._checkpoint3 import save_official_format
 from ghn._graph3 import distances
 from ghn._verify import PUBLISHED_NORMS, verify
 
@@ -106,3 +116,54 @@ def test_verify_mechanics_on_a_ghn3(ghn3_reference_dir):
     assert check.passed, str(check)
     [check] = verify(ghn, {"resnet18": case["total_norm"] * 1.001}, rtol=1e-5)
     assert not check.passed
+
+
+@pytest.fixture(scope="module")
+def ghn2_through_ghn3(ghn3_reference_dir):
+    path = ghn3_reference_dir / "extra_ghn2ckpt_resnet18.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    case = json.loads(path.read_text())
+    return case, (ghn3_reference_dir / case["ghn_checkpoint"]).resolve()
+
+
+def test_ghn2_weights_with_ghn3_semantics_match_ghn3(ghn2_through_ghn3):
+    case, checkpoint = ghn2_through_ghn3
+    ghn = as_ghn3_semantics(load_ghn(checkpoint))
+    assert ghn.checkpoint_id.endswith("+ghn3") and "semantics='ghn3'" in repr(ghn)
+    torch.manual_seed(case["seeds"]["model_construction"])
+    model = torchvision.models.get_model(case["model"])
+    pred = predict_parameters(model, ghn)
+    assert int((pred.graph.dist > 0).sum()) == case["graph_edges_total"]
+    with torch.no_grad():
+        y = embed_nodes(ghn, pred.graph)
+    torch.testing.assert_close(y.norm(dim=1).double(),
+                               torch.tensor(case["embeddings"]["final_norm"],
+                                            dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    params = dict(model.named_parameters())
+    assert set(pred.predicted) == set(case["predicted"])
+    for name, ref in case["predicted"].items():
+        x = params[name].detach().double()
+        assert x.norm().item() == pytest.approx(ref["norm"], rel=1e-5), name
+        assert abs(x.sum().item() - ref["sum"]) <= 1e-5 * ref["abs_sum"], name
+    total = torch.stack([p.detach().double().norm() for p in model.parameters()]).norm()
+    assert total.item() == pytest.approx(case["total_norm"], rel=1e-5)
+
+
+def test_hub_pickled_ghn2_loads_with_ghn3_semantics(ghn2_through_ghn3, tmp_path):
+    """GHN-3's repository also publishes GHN-2 weights in its pickle layout; GHN-3's code runs
+    them with its own semantics, and so do we (2-D decoder tensors accepted)."""
+    _, checkpoint = ghn2_through_ghn3
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    state = {k: (v.flatten(1) if k.startswith("decoder.") and v.dim() == 4 else v)
+             for k, v in state.items()}
+    save_official_format(state, tmp_path / "ghn2.pt")
+    ghn = load_ghn(tmp_path / "ghn2.pt")
+    assert isinstance(ghn, GHN2) and ghn.semantics == "ghn3"
+    assert ghn.checkpoint_id.endswith("+ghn3")
+    reference = as_ghn3_semantics(load_ghn(checkpoint))
+    a, b = torchvision.models.resnet18(), torchvision.models.resnet18()
+    predict_parameters(a, ghn)
+    predict_parameters(b, reference)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
