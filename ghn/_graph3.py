@@ -13,6 +13,7 @@ products (50 steps at most), not per-pair Python loops.
 from __future__ import annotations
 
 import logging
+import sys
 import unittest.mock
 from dataclasses import dataclass
 
@@ -340,7 +341,6 @@ def _count_paths(succ: list[set[int]], src: int, dst: int, cap: int = 2) -> int:
         memo[u] = min(total, cap)
         return memo[u]
 
-    import sys
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 10 * len(succ) + 100))
     try:

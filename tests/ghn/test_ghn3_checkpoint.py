@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import urllib.request
+import warnings
 from collections import OrderedDict
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from ghn import GHN2, GHN3, GHN3Config, load_ghn, resolve_checkpoint, save_ghn3
 from ghn._checkpoint3 import save_official_format
 from ghn._ghn3 import infer_config
-from ghn._unpickle import UnsafeCheckpointError, load_pickled_state_dict
+from ghn._unpickle import UnsafeCheckpointError, _load_storage, load_pickled_state_dict
 
 SMALL = GHN3Config(hid=16, heads=2, layers=2, max_shape=(16, 16, 11, 11), num_classes=10)
 
@@ -84,20 +85,18 @@ def test_any_other_global_is_refused_before_it_runs(tmp_path):
     assert not planted.exists()
 
 
-def test_a_storage_blob_with_another_global_is_refused(tmp_path):
-    """The inner legacy blob may only name torch.FloatStorage."""
-    inner = io.BytesIO()
-    torch.save(torch.zeros(3, dtype=torch.float64).untyped_storage(), inner,
-               _use_new_zipfile_serialization=False)
-    blob = inner.getvalue()
-    rebuild = pickle.dumps(blob, protocol=4)
-    assert b"DoubleStorage" in blob or b"UntypedStorage" in blob
-    stream = (b"\x80\x04" + pickle.GLOBAL + b"torch.storage\n_load_from_bytes\n"
-              + rebuild[2:-1] + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP)
-    path = tmp_path / "blob.pt"
-    path.write_bytes(stream)
-    with pytest.raises((UnsafeCheckpointError, ValueError)):
-        load_pickled_state_dict(path)
+def test_a_storage_blob_with_another_global_is_refused():
+    """The legacy blob inside may only name torch.FloatStorage, and is parsed, not loaded."""
+    good, bad = io.BytesIO(), io.BytesIO()
+    with warnings.catch_warnings():  # TypedStorage is deprecated; the official files use it
+        warnings.simplefilter("ignore", UserWarning)
+        torch.save(torch.arange(3.0).storage(), good, _use_new_zipfile_serialization=False)
+        torch.save(torch.zeros(3, dtype=torch.float64).storage(), bad,
+                   _use_new_zipfile_serialization=False)
+    assert b"FloatStorage" in good.getvalue()
+    assert torch.equal(_load_storage(good.getvalue()), torch.arange(3.0))
+    with pytest.raises(UnsafeCheckpointError, match="torch.DoubleStorage"):
+        _load_storage(bad.getvalue())
 
 
 def test_truncated_file_gets_a_clear_error(official_file, tmp_path):
