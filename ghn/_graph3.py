@@ -12,6 +12,7 @@ products (50 steps at most), not per-pair Python loops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import unittest.mock
@@ -101,6 +102,15 @@ class _Trace3Mode(_TraceMode):
         return super().__torch_function__(func, types, args, kwargs)
 
 
+def _patched_attention(model: nn.Module):
+    """nn.MultiheadAttention calls attention from inside its own functional, where the mode
+    does not reach; the module global is what that call looks up. Patched only while tracing
+    a model that has such a module (the patch is process-wide)."""
+    if not any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        return contextlib.nullcontext()
+    return unittest.mock.patch.object(F, "scaled_dot_product_attention", _attention)
+
+
 def _registry(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
     """id(parameter) -> (name, module); for a tensor under several names the last one wins."""
     reg: dict[int, tuple[str, nn.Module]] = {}
@@ -126,9 +136,7 @@ def _forward_roots(model: nn.Module, input_size: tuple[int, int, int]) -> list:
             p.requires_grad_(True)
         with (torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
               torch.enable_grad(), _Trace3Mode(),
-              # nn.MultiheadAttention calls attention from inside its own functional, where
-              # the mode does not reach; the module global is what that call looks up
-              unittest.mock.patch.object(F, "scaled_dot_product_attention", _attention)):
+              _patched_attention(model)):
             out = torch.func.functional_call(model, buffers, (x,), strict=False)
     finally:
         for p in params:
