@@ -12,6 +12,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GHN_SWEEP_SHARED", REPO.parent / "shared"))
 REFERENCE_DIR = Path(os.environ.get("GHN2_REFERENCE_DIR", SHARED / "ghn2" / "reference"))
+GHN3_REFERENCE_DIR = Path(os.environ.get("GHN3_REFERENCE_DIR", SHARED / "ghn3" / "reference"))
 CIFAR_JPEG_DIR = Path(os.environ.get("CIFAR10_JPEG_DIR", SHARED / "data" / "cifar10-jpeg"))
 
 
@@ -20,6 +21,14 @@ def reference_dir() -> Path:
     if not REFERENCE_DIR.is_dir():
         pytest.skip(f"GHN-2 reference data not found at {REFERENCE_DIR} (set GHN2_REFERENCE_DIR)")
     return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def ghn3_reference_dir() -> Path:
+    if not GHN3_REFERENCE_DIR.is_dir():
+        pytest.skip(f"GHN-3 reference data not found at {GHN3_REFERENCE_DIR} "
+                    "(set GHN3_REFERENCE_DIR)")
+    return GHN3_REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +44,8 @@ def pytest_generate_tests(metafunc):
     if "case_file" in metafunc.fixturenames:
         files = sorted(REFERENCE_DIR.glob("case*.json")) if REFERENCE_DIR.is_dir() else []
         metafunc.parametrize("case_file", files or [None], ids=[f.stem for f in files] or ["none"])
+    if "ghn3_case_file" in metafunc.fixturenames:  # GHN-3's reference cases, likewise
+        d = GHN3_REFERENCE_DIR
+        files = sorted(d.glob("case*.json")) if d.is_dir() else []
+        metafunc.parametrize("ghn3_case_file", files or [None],
+                             ids=[f.stem for f in files] or ["none"], scope="module")
