@@ -294,6 +294,7 @@ def test_two_ray_train_workers_stay_identical(cifar_jpeg_dir, cache, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
         cifar_jpeg_dir, cache, monkeypatch):
     """kill -9 a two-worker run (driver, Ray and workers) after a checkpoint; `--resume` must
