@@ -81,6 +81,7 @@ def test_training_path_predicts_exactly_what_inference_writes_and_its_gradient_i
     assert float(analytic) == pytest.approx(float((plus - minus) / (2 * eps)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     trainer = Trainer(TrainConfig(**{**TINY, "steps": 12, "lr": 3e-3}), _images())
     specs = [trainer.sampler.sample(random.Random(i)) for i in range(3)]
@@ -117,6 +118,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_right_step_bit_for_bit(tmp_path):
     cfg = TrainConfig(**{**TINY, "steps": 4, "checkpoint_every": 2})
     straight = Trainer(cfg, _images())
@@ -224,6 +226,7 @@ TINY_FLAGS = ["--hid", "8", "--max-shape", "32,32,3,3", "--image-size", "8", "--
               "--train-per-class", "10", "--log-every", "1"]
 
 
+@pytest.mark.slow
 def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog, monkeypatch):
     from ghn.__main__ import main
 
@@ -259,6 +262,7 @@ def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog,
     assert logged in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
     from ghn.__main__ import main
 

@@ -231,6 +231,7 @@ def test_config_file_errors_exit_2_naming_the_key(tmp_path, capsys, text, messag
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_paper_recipes_before_ray(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", _LOADED_BY_SCRIPT.replace('"optuna"}', '"optuna", "mlflow"}'),
