@@ -1,7 +1,10 @@
 """Shared test fixtures: where the read-only reference data lives (../shared by default)."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -37,6 +40,25 @@ def cifar_jpeg_dir() -> Path:
         pytest.skip(f"CIFAR-10 ImageFolder tree not found at {CIFAR_JPEG_DIR} "
                     "(set CIFAR10_JPEG_DIR)")
     return CIFAR_JPEG_DIR
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory, reference_dir, cifar_jpeg_dir):
+    """One real smoke sweep, run as a user runs it (CPU, the shared CIFAR subset at 10 shots, the
+    random reference GHN): 8 search trials of 3 epochs under ASHA, then 2 repeat seeds. It runs
+    once per session; the tests that share it only read it (or write apart from what others
+    read). Fields: ``path`` (the sweep's working directory: ``ray_results/``, ``mlflow.db``),
+    ``uri`` (its MLflow store), ``argv`` and ``proc`` (the finished command)."""
+    path = tmp_path_factory.mktemp("smoke-sweep")
+    uri = f"sqlite:///{path / 'mlflow.db'}"
+    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "noise_vs_lr.py"),
+            "--dataset", str(cifar_jpeg_dir),
+            "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
+            "--storage", str(path / "ray_results"), "--tracking-uri", uri, "--n-shots", "10",
+            "--num-samples", "8", "--max-epochs", "3", "--repeats", "2"]
+    env = {**os.environ, "GHN_SWEEP_CACHE": str(path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run(argv, cwd=path, env=env, capture_output=True, text=True, timeout=900)
+    return SimpleNamespace(path=path, uri=uri, argv=argv, proc=proc)
 
 
 def pytest_generate_tests(metafunc):

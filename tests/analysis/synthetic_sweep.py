@@ -232,13 +232,13 @@ def example_specs(seed: int = 0, n: int = 96) -> list[TrialSpec]:
     return out
 
 
-if __name__ == "__main__":  # regenerate docs/noise_vs_lr.png from the made-up sweep
+if __name__ == "__main__":  # the made-up sweep's noise_vs_beta plot: DIR/noise_vs_lr.png
     import tempfile
 
     from analysis._ray_results import read_ray_results
     from analysis._report import build_report
 
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     with tempfile.TemporaryDirectory() as tmp:
         sweep = read_ray_results(write_ray_results(Path(tmp), example_specs()))
         report = build_report(sweep, Path(tmp) / "report")

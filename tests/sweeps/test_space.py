@@ -36,6 +36,7 @@ from trainable import RECIPES
     ("convnext_paper", "convnext_base", "adamw", 48, 1e-3, 0.1, 94, 113,
      "features.5.24.block.0", "features.7.2.block.5"),
 ])
+@pytest.mark.slow
 def test_paper_recipes_are_spec_section_9(recipe, arch, optim, batch, lr, wd, layer, n_layers,
                                           first, last):
     r = RECIPES[recipe]
