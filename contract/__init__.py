@@ -98,7 +98,7 @@ SWEEP_RECORD_FILE = "ghn_sweep.json"
 PROVENANCE_PREFIXES = ("code.", "version.", "device.")
 
 
-class TrialStatus(str, enum.Enum):
+class TrialStatus(enum.StrEnum):
     """How a trial ended, as the progress line, MLflow, the results tables and the report name it.
 
     A ``str``: the tables store the value, and it compares equal to it.
@@ -110,9 +110,6 @@ class TrialStatus(str, enum.Enum):
     FAILED = "failed"  # Tune recorded an error (after its retries)
     RUNNING = "running"  # not ended, and the sweep still runs
     INTERRUPTED = "interrupted"  # not ended, and the sweep was cut off: --resume continues it
-
-    def __str__(self) -> str:
-        return self.value
 
     def __hash__(self) -> int:  # as its value's: a dict keyed by the value finds the member
         return str.__hash__(self)
