@@ -1,7 +1,7 @@
 """The GHN-2 network: submodules named exactly as in the official ppuda checkpoints.
 
 Only the parameter layout lives here; how a prediction uses it is in `_predict.py`.
-The state dict of `GHN2(...)` has the 31 tensors of SPEC §1, so the official files load
+The state dict of `GHN2(...)` has the 31 tensors of the official files, so the official files load
 with `load_state_dict(strict=True)` and no renaming.
 """
 

@@ -1,9 +1,9 @@
-"""Predict a model's parameters with GHN-2 (SPEC §3-§7), exactly and fast.
+"""Predict a model's parameters with GHN-2, exactly and fast.
 
 Where ppuda's time goes and what we do instead:
 - message passing updates one node at a time; we update a whole topological level at once,
   which reads only finished ancestors (descendants in the backward sweep), so it is the same
-  computation up to float32 summation order (SPEC §4);
+  computation up to float32 summation order;
 - the decoder computes a 64x64xSxS tensor per node; we compute only the spatial positions and
   channels that the tensor's periodic tiling reads, for all nodes sharing that need at once;
 - normalisation is applied to the small block before tiling, and tiling writes straight into
@@ -136,7 +136,7 @@ class _Step:
 
 
 def message_schedule(graph: Graph) -> tuple[list[_Step], list[_Step]]:
-    """The forward and backward sweeps of SPEC §4 as level-by-level steps (cached per graph).
+    """GHN-2's forward and backward graph sweeps as level-by-level steps (cached per graph).
 
     m_v = sum_{(u,v,1)} phi(h_u) + sum_{(u,v,d)} psi(h_u) / d; in the backward sweep the
     edges are reversed. Messages are read from a (2N, 32) table of [phi(h_u); psi(h_u)] rows.
@@ -195,7 +195,7 @@ class _Target:
 
 
 def _targets(graph: Graph, model: nn.Module, params: dict, predict_classifier: bool):
-    """What to write for each parameter node, by position and dimension (SPEC §5)."""
+    """What to write for each parameter node, by position and dimension."""
     n = graph.n_nodes
     targets = []
     for i, name in enumerate(graph.params):
@@ -273,7 +273,7 @@ def predict_tensors(
 
 def _blocks_1d(ghn, t: _Target, v0, v1, params) -> dict[str, torch.Tensor]:
     if t.role == "classifier_bias":
-        b = ghn.bias_class(v1)  # bias_class is ReLU then Linear: B[1] of SPEC §5
+        b = ghn.bias_class(v1)  # bias_class is ReLU then Linear: the classifier's bias row
         return {t.name: torch.tanh(b / 5)}
     if t.role == "bias":
         return {t.name: torch.tanh(v1 / 5)}
@@ -325,7 +325,7 @@ def _conv_decoder(ghn, y, sh: int, sw: int, n_o: int, n_i: int) -> torch.Tensor:
 
 
 def _spatial_tile(block: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Kernels larger than the GHN's S x S read the block periodically (SPEC §5, extended)."""
+    """Kernels larger than the GHN's S x S read the block periodically."""
     if len(shape) == 2:
         return block[:, :, 0, 0]
     reps = (1, 1, math.ceil(shape[2] / block.shape[2]), math.ceil(shape[3] / block.shape[3]))
@@ -335,7 +335,7 @@ def _spatial_tile(block: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def _gain(shape: torch.Size) -> float:
-    """beta of SPEC §6: 1 for depthwise and 1 x k kernels, else 2 (He initialisation)."""
+    """The fan-in factor beta: 1 for depthwise and 1 x k kernels, else 2 (He initialisation)."""
     return 1.0 if len(shape) == 4 and (shape[1] == 1 or shape[2] < shape[3]) else 2.0
 
 

@@ -7,7 +7,7 @@ The space is what the paper's question needs, no more:
   each search around their own value;
 - init: random, or GHN with or without noise (``search.noise``: Optuna cannot put beta = 0 on a
   log axis); orthogonalisation only on top of noise, as in the paper's recipes -- tiled GHN
-  weights are rank-deficient, so QR without noise is floating-point noise (SPEC §9.5);
+  weights are rank-deficient, so QR without noise is floating-point noise;
 - the post-processed layers: the recipe's (``layer_rule``), or with ``--search-layer`` a share of
   the layers counted from the end (``search.layer_share``); with ``--search-max-sz``,
   ``postproc.max_sz``.
@@ -44,7 +44,7 @@ REFERENCE_RECIPE = "resnet50_paper"
 
 @functools.cache
 def count_layers(arch: str) -> int:
-    """L of SPEC §9: the 2-D layers of ``arch`` (classifier included), counted on a weightless
+    """L, the 2-D layers of ``arch`` (classifier included), counted on a weightless
     meta-device model (milliseconds, no memory)."""
     import torch
     import torchvision
