@@ -43,3 +43,6 @@ class Sweep:
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)  # data problems met while reading
     provenance: dict[str, str] = field(default_factory=dict)  # the driver's, from the parent run
+    # The parent run's tags (from Ray results: those the sweep's record keeps): the class tags
+    # of `contract` say which classes the trials fine-tuned on and which the GHN saw.
+    tags: dict[str, str] = field(default_factory=dict)

@@ -1,9 +1,11 @@
-"""report.md: state of the sweep, the answers, the tables behind each figure, and the gaps."""
+"""report.md: state of the sweep, the findings, the answers, the tables behind each figure, and the
+gaps."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -177,9 +179,11 @@ def _gaps(sweep: Sweep, df: pd.DataFrame) -> list[str]:
 
 def render(sweep: Sweep, df: pd.DataFrame, *, comp: pd.DataFrame,
            noise: dict[str, NoiseCurve | None], acct: pd.DataFrame, sentences: list[str],
-           figures: list[str]) -> str:
+           figures: list[str], findings: Sequence[str] = ()) -> str:
     """The whole report.md."""
     lines = _state(sweep, df)
+    if findings:
+        lines += ["## Findings", "", *[p + "\n" for p in findings]]
     lines += ["## Answers", "", *[f"- {s}" for s in sentences or ["No accuracy logged yet."]], ""]
     lines += ["## Best configuration per architecture", "", _best_table(df), ""]
     lines += ["## Best trial per init method", "", "Chosen by validation accuracy among the "

@@ -56,7 +56,7 @@ def read_mlflow(
     return Sweep(name=name, source=f"MLflow {tracking_uri}, parent run {parent.info.run_id}",
                  in_progress=running, trials=trials, params=dict(parent.data.params),
                  parent_run_id=parent.info.run_id, notes=notes,
-                 provenance=_provenance(parent.data.tags))
+                 provenance=_provenance(parent.data.tags), tags=dict(parent.data.tags))
 
 
 def _check_store(uri: str) -> None:

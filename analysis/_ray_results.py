@@ -14,7 +14,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from contract import CONFIG_KEY, EPOCH_METRICS, INIT_PREFIX, REPEAT_OF, TrialStatus, classify
+from contract import (
+    CONFIG_KEY,
+    EPOCH_METRICS,
+    INIT_PREFIX,
+    REPEAT_OF,
+    SWEEP_RECORD_FILE,
+    TrialStatus,
+    classify,
+)
 
 from ._data import ReportError, Sweep, Trial
 
@@ -46,7 +54,21 @@ def read_ray_results(path: Path) -> Sweep:
         notes.append("Ray results without results.parquet: the sweep is running or was "
                      "interrupted; trials short of their last epoch are shown as running.")
     return Sweep(name=path.name, source=f"Ray results {path}", in_progress=not ended,
-                 trials=trials, notes=notes)
+                 trials=trials, notes=notes, tags=_record_tags(path, notes))
+
+
+def _record_tags(path: Path, notes: list[str]) -> dict[str, str]:
+    """The parent run's class tags as the sweep's record keeps them; none for a sweep started
+    before the record held them."""
+    file = path / SWEEP_RECORD_FILE
+    if not file.is_file():
+        return {}
+    try:
+        tags = json.loads(file.read_text()).get("tags") or {}
+    except (json.JSONDecodeError, AttributeError):
+        notes.append(f"{file} is not a JSON object; the sweep's class record is a gap.")
+        return {}
+    return {str(k): str(v) for k, v in tags.items()}
 
 
 def _lines(file: Path, notes: list[str]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from . import _plots
 from ._data import Sweep
+from ._findings import findings
 from ._markdown import render
 from ._sentences import answers
 from ._summary import asha_accounting, comparison, frame, noise_curve, spread
@@ -36,6 +37,7 @@ class Report:
     files: list[Path]
     figures: dict[str, Figure]
     sentences: list[str]
+    findings: list[str] = field(default_factory=list)  # the Findings paragraphs, as written
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
@@ -62,12 +64,13 @@ def build_report(sweep: Sweep, out: Path) -> Report:
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=DPI)
     sentences = answers(comp, noise, df)
+    found = findings(comp, df, sweep.tags)
     text = render(sweep, df, comp=comp, noise=noise, acct=acct, sentences=sentences,
-                  figures=list(figures))
+                  figures=list(figures), findings=found)
     (out / "report.md").write_text(text)
     files = [out / n for n in ("trials.parquet", "curves.parquet", *figures, "report.md")]
     _logger.info("report of %s written to %s", sweep.name, out)
-    return Report(out=out, files=files, figures=figures, sentences=sentences,
+    return Report(out=out, files=files, figures=figures, sentences=sentences, findings=found,
                   tables={"trials": df, "comparison": comp, "asha": acct})
 
 

@@ -4,7 +4,7 @@ Prints steps/s and median seconds per step after a warm-up, and the peak memory 
 on CUDA the allocator's peak within a step (max over steps), on CPU the process's peak
 resident set (torch's CPU allocator keeps no statistics; it includes torch itself, ~300 MB).
 Images are synthetic uint8 32x32 (the speed of a step does not depend on their content),
-5 classes as in the transfer setting of issue 14. One line:
+5 classes as in benchmarks/ghn_transfer.py. One line:
 
     ghn_train device=cpu meta_batch=4 batch=64 hid=32 size=32 steps_per_s=<x> s_per_step=<y>
         peak_mem_mb=<z>

@@ -9,7 +9,7 @@ third of the layers, ResNet-50's share: the sweeps' `layer_rule`). Every init ru
 predict); each init's lr is chosen by its mean *validation* accuracy over the seeds, and only
 then are test accuracies (at each run's best validation epoch) compared: per init mean ± std,
 and the gain over random init paired by seed with its 95% interval (`analysis._stats`).
-Issue 14's target: GHN init beats random by >= 3 points, mean of 3 seeds.
+The target: GHN init beats random by >= 3 points, mean of 3 seeds.
 
     python benchmarks/ghn_transfer.py --ghn ghn_5cls.pt --data ../shared/data/cifar10-jpeg \\
         --classes dog,frog,horse,ship,truck [--epochs 10] [--seeds 3] [--lrs 0.01,0.05]

@@ -1,6 +1,6 @@
-"""The one prepared device check: what a session with a GPU runs once, printing as it goes.
+"""The one prepared device check: what to run once on a machine with a GPU, printing as it goes.
 
-Claim: on one H100/H200 it measures, in under 8 minutes, what issue 16 asks of the trial loop:
+Claim: on one H100/H200 it measures, in under 8 minutes, what the trial loop must deliver:
 the 2-epoch trials of resnet18 and resnet50 at 32x32 through ``trainable.train`` (bf16,
 channels-last) eager, compiled (``compile=default``) and captured as CUDA graphs
 (``compile=reduce-overhead``), with compile time and peak memory, and which capture mode is
@@ -8,7 +8,7 @@ faster; images/s of the trial loop against a bare eager loop in the same run; th
 paper-recipe resnet50 trial extrapolated from the measured epochs; the aggregate images/s of 1,
 2, 4 and 8 trials sharing the GPU over one wall-clock window (without and, where it starts, with
 NVIDIA MPS); the compile time of a trial in a fresh process once the node's compile cache holds
-its step; and each of the issue's throughput targets, met or missed. Every line is flushed, so
+its step; and each of the throughput targets, met or missed. Every line is flushed, so
 a run cut off still reports what it reached. Without CUDA (or with ``--tiny``) it runs the same
 sections at CPU sizes in under a minute, eager only, so CI keeps it working.
 
@@ -46,7 +46,7 @@ from trainable._step import TrainStep
 
 T0 = time.perf_counter()
 SECTIONS = ("env", "trials", "bare", "paper", "concurrent", "cache")
-# The issue's targets on one H100/H200 (on CPU, trial_throughput.py's trial_vs_bare >= 0.95 at
+# The throughput targets on one H100/H200 (on CPU, trial_throughput.py's trial_vs_bare >= 0.95 at
 # real sizes: tiny sizes time a few milliseconds of work and judge nothing).
 TARGET_VS_BARE = 2.0
 TARGET_FOUR_VS_ONE = 3.0
@@ -59,7 +59,7 @@ def say(msg: str) -> None:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each section runs: the GPU sizes of the issue, or CPU sizes for CI."""
+    """How big each section runs: GPU sizes, or CPU sizes for CI."""
 
     archs: tuple[str, ...]
     compile_modes: tuple[str, ...]
@@ -370,7 +370,7 @@ def cache_section(data: Path, sz: Sizes, device: torch.device, trials: dict) -> 
 
 
 def targets_section(sz: Sizes, figures: dict, *, judged: bool) -> None:
-    """The issue's throughput targets, each met or missed (at GPU sizes: ``judged``), from the
+    """The throughput targets, each met or missed (at GPU sizes: ``judged``), from the
     figures measured above, with the last architecture in its fastest mode."""
     arch = sz.archs[-1]
     mode = figures["fastest"].get(arch, "off")

@@ -22,6 +22,8 @@ __all__ = [
     "EPOCH_METRICS",
     "ERROR_FILE_TAG",
     "EXPERIMENT_KIND",
+    "GHN_CLASS_OVERLAP_TAG",
+    "GHN_TRAIN_CLASSES_TAG",
     "INIT_PREFIX",
     "INTERRUPTED_TAG",
     "METRIC",
@@ -34,12 +36,16 @@ __all__ = [
     "REPORTED_METRICS",
     "RETRIED_TAG",
     "STOPPED_EARLY_TAG",
+    "SWEEP_CLASSES_TAG",
     "SWEEP_ID_TAG",
+    "SWEEP_NUM_CLASSES_TAG",
+    "SWEEP_RECORD_FILE",
     "SWEEP_TAG",
     "TAGS_KEY",
     "TRIAL_ID_TAG",
     "TRIAL_NAME_TAG",
     "TrialStatus",
+    "UNRECORDED",
     "best_of",
     "classify",
     "rank_key",
@@ -78,11 +84,21 @@ REPEAT_OF_TAG = "ghn_sweep.repeat_of"
 PHASE_TAG = "ghn_sweep.phase"
 ERROR_FILE_TAG = "ghn_sweep.error_file"
 RETRIED_TAG = "ghn_sweep.retried"
+# Which classes the trials fine-tune on, against those the GHN was trained on: tags of the parent
+# run, so a gain can be read as transfer to unseen classes or not. Names are comma-separated.
+SWEEP_CLASSES_TAG = "ghn_sweep.classes"  # the classes every trial fine-tunes on
+SWEEP_NUM_CLASSES_TAG = "ghn_sweep.num_classes"  # how many (the names may be shortened)
+GHN_TRAIN_CLASSES_TAG = "ghn.train_classes"  # the checkpoint's own record, or UNRECORDED
+GHN_CLASS_OVERLAP_TAG = "ghn.class_overlap"  # how many of the sweep's classes the GHN saw
+UNRECORDED = "unrecorded"  # an official checkpoint names no training classes
+# In the sweep's Ray results directory: its id, its configuration and the class tags above, so
+# a report from Ray's results alone says them too.
+SWEEP_RECORD_FILE = "ghn_sweep.json"
 # Tags that say which code, packages and machine produced a run.
 PROVENANCE_PREFIXES = ("code.", "version.", "device.")
 
 
-class TrialStatus(str, enum.Enum):
+class TrialStatus(enum.StrEnum):
     """How a trial ended, as the progress line, MLflow, the results tables and the report name it.
 
     A ``str``: the tables store the value, and it compares equal to it.
@@ -94,9 +110,6 @@ class TrialStatus(str, enum.Enum):
     FAILED = "failed"  # Tune recorded an error (after its retries)
     RUNNING = "running"  # not ended, and the sweep still runs
     INTERRUPTED = "interrupted"  # not ended, and the sweep was cut off: --resume continues it
-
-    def __str__(self) -> str:
-        return self.value
 
     def __hash__(self) -> int:  # as its value's: a dict keyed by the value finds the member
         return str.__hash__(self)

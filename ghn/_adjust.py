@@ -1,4 +1,4 @@
-"""Adapt torchvision stems to 32x32 inputs, as ppuda's `adjust_net(large_input=False)` (SPEC §8).
+"""Adapt torchvision stems to 32x32 inputs, as ppuda's `adjust_net(large_input=False)`.
 
 Two of ppuda's changes have no effect because they set `stride` on a container (ShuffleNetV2's
 `conv1` Sequential, GoogLeNet's `conv1` BasicConv2d); we set it on the convolution inside, as

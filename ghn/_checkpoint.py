@@ -1,4 +1,5 @@
-"""Find, download and load official GHN-2 checkpoints (SPEC §1), refusing anything else."""
+"""Find, download and load GHN checkpoints (official GHN-2 and GHN-3 files, and this project's
+own), refusing anything that would need arbitrary code to unpickle."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from ghn._checkpoint3 import (
+    GHN3_URLS,
+    build_ghn3,
+    config_from_checkpoint,
+    is_ghn3_state,
+    is_official_ghn3_file,
+    load_official,
+    normalise_keys,
+)
 from ghn._files import cache_dir
+from ghn._ghn3 import GHN3
 from ghn._model import GHN2, GHN2Config, expected_state_shapes
 
 log = logging.getLogger(__name__)
@@ -22,6 +33,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_URLS = {
     "ghn2-imagenet": "https://github.com/facebookresearch/ppuda/raw/main/checkpoints/ghn2_imagenet.pt",
     "ghn2-cifar10": "https://github.com/facebookresearch/ppuda/raw/main/checkpoints/ghn2_cifar10.pt",
+    **GHN3_URLS,
 }
 # What ppuda assumes for keys a checkpoint's config leaves out; only GHN-2's values are accepted.
 _CONFIG_DEFAULTS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": False, "ve": False,
@@ -72,9 +84,17 @@ def _download(url: str, target: Path, name: str) -> None:
             os.unlink(tmp)
 
 
-def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> GHN2:
-    """Load a GHN-2 from an official checkpoint name ('ghn2-imagenet', 'ghn2-cifar10') or file."""
+def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
+             ) -> GHN2 | GHN3:
+    """Load a GHN-2 or a GHN-3, whichever the file holds, from a known name (CHECKPOINT_URLS:
+    'ghn2-imagenet', 'ghn2-cifar10', 'ghn3-tm8', 'ghn3-sm8', 'ghn3-lm8', 'ghn3-xlm16') or a
+    path: an official file or one written by this project."""
     path = resolve_checkpoint(name_or_path)
+    if is_official_ghn3_file(path):
+        ghn = load_official(path)
+        ghn.checkpoint_id = f"{path.stem}-{_sha256(path)[:12]}" + (
+            "+ghn3" if isinstance(ghn, GHN2) else "")
+        return ghn.to(device).eval()
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -86,6 +106,12 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
         ) from e
     except Exception as e:  # torch.load raises many types on a damaged file
         raise ValueError(f"{path} is not a readable torch checkpoint: {e!r}") from e
+    if _holds_ghn3(ckpt):
+        config3 = config_from_checkpoint(ckpt, path)
+        ghn = build_ghn3(normalise_keys(ckpt["state_dict"]), config3, path)
+        ghn.checkpoint_id = f"{path.stem}-{_sha256(path)[:12]}"
+        ghn.classes = _classes(ckpt, config3, path)
+        return ghn.to(device).eval()
     config = _check_config(ckpt, path)
     state = ckpt["state_dict"]
     _check_state(state, config, path)
@@ -96,7 +122,15 @@ def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     return ghn.to(device).eval()
 
 
-def _classes(ckpt: dict, config: GHN2Config, path: Path) -> tuple[str, ...] | None:
+def _holds_ghn3(ckpt) -> bool:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        return False
+    config = ckpt.get("config")
+    return (isinstance(config, dict) and config.get("ghn") == "ghn3") or \
+        is_ghn3_state(ckpt["state_dict"])
+
+
+def _classes(ckpt: dict, config, path: Path) -> tuple[str, ...] | None:
     """The class names a GHN trained here recorded (``python -m ghn train``), in label order;
     None for official checkpoints, which name none."""
     names = ckpt.get("classes")

@@ -1,4 +1,4 @@
-"""GHN-2's graph of a model: ordering, pruning of unsupported ops, node features (SPEC §2).
+"""GHN-2's graph of a model: ordering, pruning of unsupported ops, node features.
 
 The result is exactly ppuda's graph for every model ppuda handles. Two documented extensions
 cover models ppuda refuses: a graph with several source nodes (Swin, MaxViT, ViT: ops fed only

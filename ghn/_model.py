@@ -1,7 +1,7 @@
 """The GHN-2 network: submodules named exactly as in the official ppuda checkpoints.
 
 Only the parameter layout lives here; how a prediction uses it is in `_predict.py`.
-The state dict of `GHN2(...)` has the 31 tensors of SPEC §1, so the official files load
+The state dict of `GHN2(...)` has the 31 tensors of the official files, so the official files load
 with `load_state_dict(strict=True)` and no renaming.
 """
 
@@ -52,6 +52,9 @@ class GHN2(nn.Module):
         self.vocab = ShapeVocab(num_classes=nc, spatial=s)
         self.checkpoint_id = "random-init"
         self.classes: tuple[str, ...] | None = None  # names, when a checkpoint records them
+        # "ppuda": GHN-2's own graph and decoding; "ghn3": GHN-3's graph, top-left crops and
+        # tiling rules, as GHN-3's code runs GHN-2 weights (docs/ghn3.md)
+        self.semantics = "ppuda"
 
         self.ln = nn.LayerNorm(hid)
         self.embed = nn.Embedding(15, hid)
@@ -93,8 +96,20 @@ class GHN2(nn.Module):
     def __repr__(self) -> str:
         return (
             f"GHN2(max_shape={self.config.max_shape}, num_classes={self.num_classes}, "
-            f"checkpoint={self.checkpoint_id!r})"
+            f"checkpoint={self.checkpoint_id!r}"
+            + (", semantics='ghn3')" if self.semantics == "ghn3" else ")")
         )
+
+
+def as_ghn3_semantics(ghn: GHN2) -> GHN2:
+    """Make `ghn` predict as GHN-3's code runs GHN-2 weights: GHN-3's graph (any torchvision
+    classifier), top-left decoder crops, GHN-3's tiling and normalisation. Returns `ghn`; its
+    checkpoint_id gains '+ghn3' so caches keyed on it keep the two apart."""
+    if ghn.semantics != "ghn3":
+        ghn.semantics = "ghn3"
+        ghn.checkpoint_id += "+ghn3"
+        ghn.__dict__.pop("_graph_cache", None)
+    return ghn
 
 
 def expected_state_shapes(config: GHN2Config) -> dict[str, torch.Size]:

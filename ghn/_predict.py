@@ -1,9 +1,9 @@
-"""Predict a model's parameters with GHN-2 (SPEC §3-§7), exactly and fast.
+"""Predict a model's parameters with GHN-2, exactly and fast.
 
 Where ppuda's time goes and what we do instead:
 - message passing updates one node at a time; we update a whole topological level at once,
   which reads only finished ancestors (descendants in the backward sweep), so it is the same
-  computation up to float32 summation order (SPEC §4);
+  computation up to float32 summation order;
 - the decoder computes a 64x64xSxS tensor per node; we compute only the spatial positions and
   channels that the tensor's periodic tiling reads, for all nodes sharing that need at once;
 - normalisation is applied to the small block before tiling, and tiling writes straight into
@@ -21,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ghn._ghn3 import GHN3
 from ghn._graph import Graph, build_graph
+from ghn._graph3 import Graph3
 from ghn._model import GHN2
+from ghn._predict3 import cached_graph3, embed_nodes3, predict_tensors3, write_prediction3
 from ghn._trace import NORMS, default_input_size
 
 log = logging.getLogger(__name__)
@@ -36,23 +39,23 @@ class Prediction:
     model: nn.Module
     predicted: list[str]  # parameter names written by the GHN
     not_predicted: list[str]  # parameters left with their own initialisation
-    graph: Graph
+    graph: Graph | Graph3
 
 
 def predict_parameters(
     model: nn.Module,
-    ghn: GHN2,
+    ghn: GHN2 | GHN3,
     *,
     predict_classifier: bool = True,
     bn_train: bool = False,
     input_size: int | tuple[int, int, int] | None = None,
 ) -> Prediction:
-    """Overwrite `model`'s parameters in place with GHN-2's prediction.
+    """Overwrite `model`'s parameters in place with the GHN's (GHN-2 or GHN-3) prediction.
 
     Args:
         model: any image classifier; traced at `input_size`, else `model.expected_input_sz`
             (see `adjust_for_small_images`), else 224. Nothing but predicted parameters changes.
-        ghn: a loaded GHN-2 (`load_ghn`).
+        ghn: a loaded GHN-2 or GHN-3 (`load_ghn`).
         predict_classifier: write the last layer's weight and bias. ppuda's fine-tuning does so
             only when the model's class count equals the GHN's.
         bn_train: afterwards put every BatchNorm2d in batch-statistics mode, as ppuda's default.
@@ -61,20 +64,27 @@ def predict_parameters(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(ghn, GHN2):
-        raise TypeError(f"ghn must be a GHN2 from ghn.load_ghn(), got {type(ghn).__name__}")
+    if not isinstance(ghn, (GHN2, GHN3)):
+        raise TypeError(f"ghn must be a GHN2 or GHN3 from ghn.load_ghn(), "
+                        f"got {type(ghn).__name__}")
     if isinstance(input_size, int):
         input_size = (3, input_size, input_size)
-    graph = cached_graph(ghn, model, tuple(input_size or default_input_size(model)))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        blocks = predicted_blocks(ghn, graph, model, predict_classifier=predict_classifier)
-        for name, block in blocks.items():
-            _tile_into(params[name], block)
-    predicted = set(blocks)
-    if bn_train:
+    input_size = tuple(input_size or default_input_size(model))
+    if isinstance(ghn, GHN3) or ghn.semantics == "ghn3":
+        graph = cached_graph3(ghn, model, input_size)
+        predicted = write_prediction3(ghn, graph, model, predict_classifier=predict_classifier)
+    else:
+        graph = cached_graph(ghn, model, input_size)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            blocks = predicted_blocks(ghn, graph, model, predict_classifier=predict_classifier)
+            for name, block in blocks.items():
+                _tile_into(params[name], block)
+        predicted = set(blocks)
+    if bn_train:  # GHN-2 (ppuda) matches the exact type, GHN-3 any BatchNorm2d subclass
         for m in model.modules():
-            if type(m) is nn.BatchNorm2d:
+            if type(m) is nn.BatchNorm2d or (isinstance(m, nn.BatchNorm2d) and (
+                    isinstance(ghn, GHN3) or ghn.semantics == "ghn3")):
                 m.track_running_stats, m.training = False, True
     names = [n for n, _ in model.named_parameters()]
     return Prediction(model, [n for n in names if n in predicted],
@@ -103,8 +113,10 @@ def _cached(ghn: GHN2, graph: Graph, what: str, make):
     return extras[key][1]
 
 
-def embed_nodes(ghn: GHN2, graph: Graph) -> torch.Tensor:
+def embed_nodes(ghn: GHN2 | GHN3, graph: Graph | Graph3) -> torch.Tensor:
     """Final node embeddings y (N x 32): shape encoding, GatedGNN, layer norm."""
+    if isinstance(ghn, GHN3) or ghn.semantics == "ghn3":
+        return embed_nodes3(ghn, graph)
     device = ghn.embed.weight.device
     ops = torch.tensor(graph.ops, device=device)
     ind = torch.tensor([ghn.vocab.encode(s) for s in graph.shapes], device=device)
@@ -124,7 +136,7 @@ class _Step:
 
 
 def message_schedule(graph: Graph) -> tuple[list[_Step], list[_Step]]:
-    """The forward and backward sweeps of SPEC §4 as level-by-level steps (cached per graph).
+    """GHN-2's forward and backward graph sweeps as level-by-level steps (cached per graph).
 
     m_v = sum_{(u,v,1)} phi(h_u) + sum_{(u,v,d)} psi(h_u) / d; in the backward sweep the
     edges are reversed. Messages are read from a (2N, 32) table of [phi(h_u); psi(h_u)] rows.
@@ -183,7 +195,7 @@ class _Target:
 
 
 def _targets(graph: Graph, model: nn.Module, params: dict, predict_classifier: bool):
-    """What to write for each parameter node, by position and dimension (SPEC §5)."""
+    """What to write for each parameter node, by position and dimension."""
     n = graph.n_nodes
     targets = []
     for i, name in enumerate(graph.params):
@@ -248,10 +260,12 @@ def predicted_names(graph: Graph, model: nn.Module, *, predict_classifier: bool 
 
 
 def predict_tensors(
-    ghn: GHN2, graph: Graph, model: nn.Module, *, predict_classifier: bool = True
+    ghn: GHN2 | GHN3, graph: Graph | Graph3, model: nn.Module, *, predict_classifier: bool = True
 ) -> dict[str, torch.Tensor]:
     """Parameter name -> predicted tensor of the parameter's shape, differentiable in the GHN's
     parameters: the input of `torch.func.functional_call(model, tensors, x)` in training."""
+    if isinstance(ghn, GHN3) or ghn.semantics == "ghn3":
+        return predict_tensors3(ghn, graph, model, predict_classifier=predict_classifier)
     params = dict(model.named_parameters())
     blocks = predicted_blocks(ghn, graph, model, predict_classifier=predict_classifier)
     return {name: _tile(block, params[name].shape) for name, block in blocks.items()}
@@ -259,7 +273,7 @@ def predict_tensors(
 
 def _blocks_1d(ghn, t: _Target, v0, v1, params) -> dict[str, torch.Tensor]:
     if t.role == "classifier_bias":
-        b = ghn.bias_class(v1)  # bias_class is ReLU then Linear: B[1] of SPEC §5
+        b = ghn.bias_class(v1)  # bias_class is ReLU then Linear: the classifier's bias row
         return {t.name: torch.tanh(b / 5)}
     if t.role == "bias":
         return {t.name: torch.tanh(v1 / 5)}
@@ -311,7 +325,7 @@ def _conv_decoder(ghn, y, sh: int, sw: int, n_o: int, n_i: int) -> torch.Tensor:
 
 
 def _spatial_tile(block: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Kernels larger than the GHN's S x S read the block periodically (SPEC §5, extended)."""
+    """Kernels larger than the GHN's S x S read the block periodically."""
     if len(shape) == 2:
         return block[:, :, 0, 0]
     reps = (1, 1, math.ceil(shape[2] / block.shape[2]), math.ceil(shape[3] / block.shape[3]))
@@ -321,7 +335,7 @@ def _spatial_tile(block: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def _gain(shape: torch.Size) -> float:
-    """beta of SPEC §6: 1 for depthwise and 1 x k kernels, else 2 (He initialisation)."""
+    """The fan-in factor beta: 1 for depthwise and 1 x k kernels, else 2 (He initialisation)."""
     return 1.0 if len(shape) == 4 and (shape[1] == 1 or shape[2] < shape[3]) else 2.0
 
 

@@ -1,4 +1,4 @@
-"""Shape encoder vocabularies of GHN-2 (SPEC §3): tensor shape -> four embedding indices."""
+"""Shape encoder vocabularies of GHN-2: tensor shape -> four embedding indices."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Trace a model into GHN-2's raw computation graph without computing anything (SPEC §2.1).
+"""Trace a model into GHN-2's raw computation graph without computing anything.
 
 ppuda runs a real forward pass on a random image, which costs time, consumes the global RNG and,
 in train mode, rewrites every BatchNorm's running statistics. We run the same forward on a batch

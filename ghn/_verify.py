@@ -1,8 +1,9 @@
-"""Known-answer check of a GHN-2 checkpoint: total parameter norms of predicted torchvision models.
+"""Known-answer check of a GHN checkpoint: total parameter norms of predicted torchvision models.
 
-The norms for the official ImageNet GHN-2 were published with GHN-3's results; matching them to
-1e-4 shows that a checkpoint loads and predicts as in ppuda. The same mechanics run on any
-checkpoint with expected values given by the caller (the tests use ppuda's reference outputs).
+The norms for the official ImageNet GHN-2 and the GHN-3 checkpoints were published with GHN-3's
+results; matching them to 1e-4 shows that a checkpoint loads and predicts as the original
+code. The same mechanics run on any checkpoint with expected values given by the caller (the
+tests use the reference outputs).
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ from dataclasses import dataclass
 import torch
 import torchvision
 
+from ghn._ghn3 import GHN3
 from ghn._model import GHN2
 from ghn._predict import predict_parameters
 
-PUBLISHED_NORMS = {  # official ghn2_imagenet.pt, 1000 classes, 224x224
+PUBLISHED_NORMS = {  # official checkpoints, 1000 classes, 224x224
     "ghn2-imagenet": {"resnet50": 286.4883, "resnet18": 146.9574, "convnext_tiny": 159.4444,
                       "convnext_base": 258.8298},
+    # GHN-3's published results table: column `ghn3-paramnorm` (GHN-3-XL/m16) and
+    # `ghn3-t-paramnorm` (GHN-3-T/m8). ViTs are left out: their class-token row is random.
+    "ghn3-xlm16": {"resnet50": 108.4530, "resnet18": 73.9089, "convnext_tiny": 219.8035,
+                   "convnext_base": 355.1909},
+    "ghn3-tm8": {"resnet50": 78.6197, "resnet18": 54.9382, "convnext_tiny": 77.5166,
+                 "convnext_base": 103.0898},
 }
 
 
@@ -44,7 +52,7 @@ def total_norm(model: torch.nn.Module) -> float:
     return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
 
 
-def verify(ghn: GHN2, expected: dict[str, float], *, rtol: float = 1e-4) -> list[NormCheck]:
+def verify(ghn: GHN2 | GHN3, expected: dict[str, float], *, rtol: float = 1e-4) -> list[NormCheck]:
     """Predict each torchvision model at its defaults and compare its total norm."""
     checks = []
     for name, norm in expected.items():

@@ -9,7 +9,7 @@ Two kinds of family, selectable and mixable:
 - ``resnet``, ``mobilenet``, ``densenet``, ``convnext``: small variants of the torchvision
   families the sweeps fine-tune, built from torchvision's own blocks (BasicBlock,
   InvertedResidual, _DenseBlock, CNBlock) with random depth and width. GHN-2 does not predict
-  ConvNeXt's ``layer_scale`` (SPEC §6: it keeps torchvision's 1e-6), so here it is a fixed
+  ConvNeXt's ``layer_scale`` (torchvision starts it at 1e-6), so here it is a fixed
   buffer, drawn from {1e-6, 0.1}: at 1e-6 the GHN sees blocks as the sweeps start them; at 0.1
   their predicted weights reach the loss, so the GHN learns them.
 

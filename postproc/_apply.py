@@ -1,4 +1,4 @@
-"""Noise and orthogonalisation of 2-D layers, as ppuda's `init` does it (SPEC §9).
+"""Noise and orthogonalisation of 2-D layers, as ppuda's `init` does it.
 
 Predicted GHN-2 weights are tiled copies of one 64x64 block, so many filters are identical.
 Knyazev 2022 breaks that symmetry by adding a little noise scaled to each layer's filter
@@ -123,7 +123,7 @@ class _NoiseSource:
 def _transform(
     index: int, name: str, weight: torch.Tensor, config: PostProcConfig, noise: _NoiseSource
 ) -> LayerReport:
-    """Noise then orthogonalisation of one layer's weight, in place (SPEC §9 steps 3-5)."""
+    """Noise then orthogonalisation of one layer's weight, in place (noise, then QR)."""
     mat, transposed = _as_2d(weight)
     corr, sigma = None, 0.0
     if config.beta > 0:

@@ -23,7 +23,7 @@ def _check_int(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class PostProcConfig:
-    """What `apply_postproc` does to the 2-D layers of a model (SPEC §9, ppuda's `init`).
+    """What `apply_postproc` does to the 2-D layers of a model (ppuda's `init`).
 
     Defaults do nothing, so a trial without post-processing needs no special case. ppuda's own
     default is orth=True; here orthogonalisation is opt-in to make "no flag" mean "no change".

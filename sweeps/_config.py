@@ -37,6 +37,9 @@ class SweepConfig:
     dataset: str = _f(os.environ.get("GHN_SWEEP_DATASET", "cifar10"),
                       "cifar10 | cifar100 (downloaded) | an ImageFolder tree with train/, test/")
     n_shots: int = _f(100, "training images per class (as in the paper)")
+    classes: tuple[str, ...] = _f((), "the dataset's classes to fine-tune on, comma-separated "
+                                      "names (none given: all); e.g. the classes a GHN trained "
+                                      "here did not see")
     ghn: str = _f(os.environ.get("GHN_CHECKPOINT", "ghn2-imagenet"),
                   "GHN-2 checkpoint name or path")
     lr_scale_min: float = _f(0.1, "learning rate searched as a multiple of each arch's recipe "
@@ -203,6 +206,23 @@ def _validate_names(cfg: SweepConfig) -> None:
         _fail("compile", cfg.compile, f"must be one of {COMPILE_MODES}")
     if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
         _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
+    _validate_classes(cfg)
+
+
+def _validate_classes(cfg: SweepConfig) -> None:
+    """``--classes`` against the dataset's class names where they are known without a download
+    (CIFAR-10's, an ImageFolder tree's); CIFAR-100's are checked once the sweep has its data."""
+    from trainable import dataset_classes, resolve_classes
+
+    if not cfg.classes:
+        return
+    known = dataset_classes(cfg.dataset)
+    if known is None:
+        return
+    try:
+        resolve_classes(cfg.classes, known, cfg.dataset)
+    except ValueError as e:
+        _fail("classes", ",".join(cfg.classes), str(e).removeprefix("data.classes: "))
 
 
 def build_parser() -> argparse.ArgumentParser:

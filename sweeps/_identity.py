@@ -17,22 +17,25 @@ from typing import Any
 
 import pyarrow.fs
 
+from contract import SWEEP_RECORD_FILE
+
 from ._config import SweepConfig
 
-ID_FILE = "ghn_sweep.json"
+ID_FILE = SWEEP_RECORD_FILE
 
 
 def new_sweep_id() -> str:
     return uuid.uuid4().hex
 
 
-def write_sweep_id(cfg: SweepConfig, sweep_id: str) -> None:
-    """Store ``sweep_id`` and ``cfg`` in the sweep's directory (local or remote storage)."""
+def write_sweep_id(cfg: SweepConfig, sweep_id: str, tags: dict[str, str] | None = None) -> None:
+    """Store ``sweep_id``, ``cfg`` and the parent run's class ``tags`` in the sweep's directory
+    (local or remote storage)."""
     fs, root = pyarrow.fs.FileSystem.from_uri(cfg.sweep_path)
     fs.create_dir(root, recursive=True)
     record = {"sweep_id": sweep_id, "sweep": cfg.sweep_name,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "config": config_record(cfg)}
+              "config": config_record(cfg), "tags": dict(tags or {})}
     with fs.open_output_stream(f"{root}/{ID_FILE}") as f:
         f.write(json.dumps(record, indent=1).encode())
 

@@ -10,6 +10,8 @@ last. Every refusal is a `BadInput`, on which the command exits 2; none deletes 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 import typing
@@ -22,6 +24,7 @@ from ray import tune
 from ghn import resolve_checkpoint
 from trainable import prepare_data
 
+from ._classes import class_tags
 from ._config import SweepConfig
 from ._identity import ID_FILE, config_record, new_sweep_id, read_sweep_record, write_sweep_id
 from ._reach import storage_problem, tracking_problem
@@ -69,13 +72,14 @@ def preflight(cfg: SweepConfig) -> Cleared:
     record = _check_storage(cfg)
     prepare_inputs(cfg)
     sweep_id = str(record["sweep_id"]) if record else new_sweep_id()
-    tracking = tracking_for(cfg, sweep_id, final=cfg.repeats == 0)
+    tags = None if cfg.resume else class_tags(cfg)
+    tracking = tracking_for(cfg, sweep_id, final=cfg.repeats == 0, parent_tags=tags)
     new_store = not _store_exists(cfg.tracking_uri)  # asked before connect() creates it
     tracking.connect()  # in the background, while the name is checked and Ray starts
     if not cfg.resume:  # a clash exits 2, with no run and no Ray experiment
         if not new_store:  # a new store holds no sweep: don't wait ~4 s for its creation
             _refuse_name_clash(cfg, tracking)
-        write_sweep_id(cfg, sweep_id)
+        write_sweep_id(cfg, sweep_id, tags)
     elif record.get("config", {}).get("tracking_uri", cfg.tracking_uri) != cfg.tracking_uri:
         _refuse_other_store(cfg, tracking, record["config"]["tracking_uri"])
     return Cleared(sweep_id, tracking)
@@ -111,6 +115,8 @@ def prepare_inputs(cfg: SweepConfig) -> None:
     try:
         prepare_data(trial_config(baseline_configs(cfg)[0], cfg).data)
     except (OSError, RuntimeError, ValueError) as e:
+        if str(e).startswith("data.classes: "):  # CIFAR-100's names, known once downloaded
+            raise BadInput(f"--classes: {str(e).removeprefix('data.classes: ')}") from None
         raise BadInput(f"--dataset {cfg.dataset!r}: {e}") from None
 
 
@@ -121,12 +127,18 @@ def config_changes(stored: dict[str, Any], cfg: SweepConfig) -> tuple[list[tuple
     harmful, harmless = [], []
     for field in sorted(now):
         old, new = stored.get(field), now[field]
-        if field in _NOT_COMPARED or old == new:
+        if field in _NOT_COMPARED or old == new or _added_since(field, stored, new):
             continue
         device_change = field == "gpus_per_trial" and ((old or 0) > 0) != (new > 0)
         (harmless if field in HARMLESS and not device_change else harmful).append(
             (field, old, new))
     return harmful, harmless
+
+
+def _added_since(field: str, stored: dict[str, Any], new: Any) -> bool:
+    """A field the sweep's version did not have, at its default: the sweep ran as it says."""
+    default = next(f.default for f in dataclasses.fields(SweepConfig) if f.name == field)
+    return field not in stored and new == json.loads(json.dumps(default))
 
 
 def resumed_record(cfg: SweepConfig) -> dict[str, Any]:

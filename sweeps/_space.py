@@ -7,7 +7,7 @@ The space is what the paper's question needs, no more:
   each search around their own value;
 - init: random, or GHN with or without noise (``search.noise``: Optuna cannot put beta = 0 on a
   log axis); orthogonalisation only on top of noise, as in the paper's recipes -- tiled GHN
-  weights are rank-deficient, so QR without noise is floating-point noise (SPEC §9.5);
+  weights are rank-deficient, so QR without noise is floating-point noise;
 - the post-processed layers: the recipe's (``layer_rule``), or with ``--search-layer`` a share of
   the layers counted from the end (``search.layer_share``); with ``--search-max-sz``,
   ``postproc.max_sz``.
@@ -44,7 +44,7 @@ REFERENCE_RECIPE = "resnet50_paper"
 
 @functools.cache
 def count_layers(arch: str) -> int:
-    """L of SPEC §9: the 2-D layers of ``arch`` (classifier included), counted on a weightless
+    """L, the 2-D layers of ``arch`` (classifier included), counted on a weightless
     meta-device model (milliseconds, no memory)."""
     import torch
     import torchvision
@@ -88,12 +88,15 @@ def layer_rule(cfg: SweepConfig, arch: str) -> int:
 
 def fixed_values(cfg: SweepConfig) -> dict[str, Any]:
     """Values every trial shares, as flat TrialConfig keys."""
-    return {"ghn": cfg.ghn, "data.dataset": cfg.dataset, "data.n_shots": cfg.n_shots,
-            "optim.epochs": cfg.max_epochs, "checkpoint_every": cfg.checkpoint_every,
-            "test_eval": cfg.test_eval, "compile": cfg.compile,
-            "seed": cfg.seed,
-            # A trial that asked for a GPU runs on one or fails: never silently on the CPU.
-            "device": "cuda" if cfg.gpus_per_trial > 0 else "cpu"}
+    values = {"ghn": cfg.ghn, "data.dataset": cfg.dataset, "data.n_shots": cfg.n_shots,
+              "optim.epochs": cfg.max_epochs, "checkpoint_every": cfg.checkpoint_every,
+              "test_eval": cfg.test_eval, "compile": cfg.compile,
+              "seed": cfg.seed,
+              # A trial that asked for a GPU runs on one or fails: never silently on the CPU.
+              "device": "cuda" if cfg.gpus_per_trial > 0 else "cpu"}
+    if cfg.classes:  # else the recipe's (all): a sweep of every class keeps its configs as before
+        values["data.classes"] = cfg.classes
+    return values
 
 
 def resolved_values(cfg: SweepConfig, params: dict[str, Any]) -> dict[str, Any]:
@@ -171,8 +174,11 @@ def trial_config(config: dict[str, Any], sweep: SweepConfig) -> TrialConfig:
 
 
 def plan(cfg: SweepConfig) -> dict[str, Any]:
-    """What ``--dry-run`` prints: the sweep's configuration, what each architecture searches,
-    and every baseline trial's full TrialConfig (flat dotted keys)."""
+    """What ``--dry-run`` prints: the sweep's configuration, the classes its trials fine-tune on
+    (names where known without a download), what each architecture searches, and every baseline
+    trial's full TrialConfig (flat dotted keys)."""
+    from trainable import dataset_classes
+
     archs = {}
     for arch in cfg.archs:
         base = recipe(cfg, arch)
@@ -185,5 +191,6 @@ def plan(cfg: SweepConfig) -> dict[str, Any]:
                        else layer_rule(cfg, arch)}
     return {"sweep": {**dataclasses.asdict(cfg), "sweep_name": cfg.sweep_name,
                       "sweep_path": cfg.sweep_path},
+            "classes": list(cfg.classes) or dataset_classes(cfg.dataset) or "all",
             "archs": archs,
             "baselines": [trial_config(c, cfg).to_flat() for c in baseline_configs(cfg)]}

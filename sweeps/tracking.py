@@ -137,6 +137,8 @@ class MlflowTrackingCallback(tune.Callback):
         experiment: MLflow experiment name (created if missing).
         sweep: the sweep's name, the parent run's name.
         sweep_params: logged as params of the parent run when it is created.
+        parent_tags: set on the parent run when it is created (the sweep's classes against the
+            GHN's: `sweeps._classes.class_tags`).
         sweep_id: the sweep's identity, by which its parent run is found again after a
             restore (it travels with the pickled callback); default: a new sweep's fresh id.
         final: whether this experiment's end ends the sweep (closes the parent run FINISHED);
@@ -150,12 +152,14 @@ class MlflowTrackingCallback(tune.Callback):
     def __init__(
         self, *, tracking_uri: str, experiment: str, sweep: str,
         sweep_params: dict[str, Any] | None = None, sweep_id: str | None = None,
-        final: bool = True, phase: str = "search", journal_dir: str | None = None,
+        final: bool = True, phase: str = "search", parent_tags: dict[str, str] | None = None,
+        journal_dir: str | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.sweep = sweep
         self.sweep_params = dict(sweep_params or {})
+        self.parent_tags = dict(parent_tags or {})
         self.sweep_id = sweep_id or uuid.uuid4().hex
         self.final = final
         self.phase = phase
@@ -181,10 +185,11 @@ class MlflowTrackingCallback(tune.Callback):
         # runs by tag, so no client or run ids travel.
         return {k: getattr(self, k) for k in ("tracking_uri", "experiment", "sweep",
                                               "sweep_params", "sweep_id", "final",
-                                              "phase", "journal_dir")}
+                                              "phase", "parent_tags", "journal_dir")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"journal_dir": None, **state})
+        # One pickled before it had them: no parent tags, no journal.
+        self.__dict__.update({"parent_tags": {}, "journal_dir": None, **state})
         self._reset()
 
     # --- Tune hooks -------------------------------------------------------------------------
@@ -504,7 +509,8 @@ class MlflowTrackingCallback(tune.Callback):
             log.info("continuing parent run %s of sweep %s", self._parent_run_id, self.sweep)
         else:
             # The driver's code, packages and machine; each trial tags its own run likewise.
-            tags = {SWEEP_TAG: self.sweep, SWEEP_ID_TAG: self.sweep_id, **provenance()}
+            tags = {SWEEP_TAG: self.sweep, SWEEP_ID_TAG: self.sweep_id, **provenance(),
+                    **self.parent_tags}
             run = self._client.create_run(self._experiment_id, run_name=self.sweep, tags=tags)
             self._parent_run_id = run.info.run_id
             _log_params(self._client, self._parent_run_id, self.sweep_params)
@@ -623,11 +629,12 @@ def probe(uri: str, timeout_s: float = 5.0) -> None:
     requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
 
 
-def tracking_for(cfg: SweepConfig, sweep_id: str, *, final: bool,
-                 phase: str = "search") -> MlflowTrackingCallback:
+def tracking_for(cfg: SweepConfig, sweep_id: str, *, final: bool, phase: str = "search",
+                 parent_tags: dict[str, str] | None = None) -> MlflowTrackingCallback:
     """The tracking callback of one phase of sweep ``cfg``; ``final``: its end closes the
-    parent run."""
+    parent run; ``parent_tags``: set on the parent run if this callback creates it."""
     return MlflowTrackingCallback(
         tracking_uri=cfg.tracking_uri, experiment=cfg.experiment, sweep=cfg.sweep_name,
         sweep_params={f"sweep.{k}": v for k, v in cfg.__dict__.items()}, sweep_id=sweep_id,
-        final=final, phase=phase, journal_dir=str(cfg.results_dir or Path.cwd() / cfg.sweep_name))
+        final=final, phase=phase, parent_tags=parent_tags,
+        journal_dir=str(cfg.results_dir or Path.cwd() / cfg.sweep_name))

@@ -1,7 +1,10 @@
 """Shared test fixtures: where the read-only reference data lives (../shared by default)."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +15,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GHN_SWEEP_SHARED", REPO.parent / "shared"))
 REFERENCE_DIR = Path(os.environ.get("GHN2_REFERENCE_DIR", SHARED / "ghn2" / "reference"))
+GHN3_REFERENCE_DIR = Path(os.environ.get("GHN3_REFERENCE_DIR", SHARED / "ghn3" / "reference"))
 CIFAR_JPEG_DIR = Path(os.environ.get("CIFAR10_JPEG_DIR", SHARED / "data" / "cifar10-jpeg"))
 
 
@@ -23,6 +27,14 @@ def reference_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ghn3_reference_dir() -> Path:
+    if not GHN3_REFERENCE_DIR.is_dir():
+        pytest.skip(f"GHN-3 reference data not found at {GHN3_REFERENCE_DIR} "
+                    "(set GHN3_REFERENCE_DIR)")
+    return GHN3_REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
 def cifar_jpeg_dir() -> Path:
     if not CIFAR_JPEG_DIR.is_dir():
         pytest.skip(f"CIFAR-10 ImageFolder tree not found at {CIFAR_JPEG_DIR} "
@@ -30,8 +42,32 @@ def cifar_jpeg_dir() -> Path:
     return CIFAR_JPEG_DIR
 
 
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory, reference_dir, cifar_jpeg_dir):
+    """One real smoke sweep, run as a user runs it (CPU, the shared CIFAR subset at 10 shots, the
+    random reference GHN): 8 search trials of 3 epochs under ASHA, then 2 repeat seeds. It runs
+    once per session; the tests that share it only read it (or write apart from what others
+    read). Fields: ``path`` (the sweep's working directory: ``ray_results/``, ``mlflow.db``),
+    ``uri`` (its MLflow store), ``argv`` and ``proc`` (the finished command)."""
+    path = tmp_path_factory.mktemp("smoke-sweep")
+    uri = f"sqlite:///{path / 'mlflow.db'}"
+    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "noise_vs_lr.py"),
+            "--dataset", str(cifar_jpeg_dir),
+            "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
+            "--storage", str(path / "ray_results"), "--tracking-uri", uri, "--n-shots", "10",
+            "--num-samples", "8", "--max-epochs", "3", "--repeats", "2"]
+    env = {**os.environ, "GHN_SWEEP_CACHE": str(path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run(argv, cwd=path, env=env, capture_output=True, text=True, timeout=900)
+    return SimpleNamespace(path=path, uri=uri, argv=argv, proc=proc)
+
+
 def pytest_generate_tests(metafunc):
     """Tests taking `case_file` run once per ppuda reference case found at run time."""
     if "case_file" in metafunc.fixturenames:
         files = sorted(REFERENCE_DIR.glob("case*.json")) if REFERENCE_DIR.is_dir() else []
         metafunc.parametrize("case_file", files or [None], ids=[f.stem for f in files] or ["none"])
+    if "ghn3_case_file" in metafunc.fixturenames:  # GHN-3's reference cases, likewise
+        d = GHN3_REFERENCE_DIR
+        files = sorted(d.glob("case*.json")) if d.is_dir() else []
+        metafunc.parametrize("ghn3_case_file", files or [None],
+                             ids=[f.stem for f in files] or ["none"], scope="module")

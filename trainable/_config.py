@@ -230,7 +230,7 @@ def _coerce_tuple(value: Any, item: Any, name: str) -> tuple:
     return tuple(out)
 
 
-# Named recipes. They list only what differs from defaults. The paper's two (SPEC §9, ppuda's
+# Named recipes. They list only what differs from defaults. The paper's two (ppuda's
 # README): 100-shot CIFAR-10 at 32x32, 300 epochs, GHN init, noise beta 3e-5 then
 # orthogonalisation of the later layers only (resnet50: layers 37-53 of L = 54; convnext_base:
 # layers 94-112 of L = 113, the README's correction of the report's "layer 100").

@@ -27,6 +27,10 @@ _logger = logging.getLogger(__name__)
 
 PAD = 4  # pixels of zero padding for the random crop (the usual CIFAR augmentation)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# CIFAR-10's classes in label order, as torchvision reads them from the archive's batches.meta:
+# fixed since 2009, so a class selection is checked without downloading the 170 MB archive.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
 
 
 @dataclass
@@ -112,8 +116,7 @@ def _decoded(cfg: DataConfig) -> dict:
     if not (path / "train").is_dir() or not (path / "test").is_dir():
         raise ValueError(f"data.dataset: expected cifar10, cifar100 or a folder with train/ and "
                          f"test/ subfolders, got {cfg.dataset!r}")
-    known = sorted(d.name for d in (path / "train").iterdir() if d.is_dir())
-    classes = resolve_classes(cfg.classes, known, cfg.dataset)
+    classes = resolve_classes(cfg.classes, _folder_classes(path), cfg.dataset)
     files = sorted(f for c in classes for split in ("train", "test")
                    for f in (path / split / c).glob("*"))
     _require_images(path, classes)
@@ -122,6 +125,30 @@ def _decoded(cfg: DataConfig) -> dict:
     parts = {"classes": classes} if cfg.classes else {}
     key = cache_key(dataset=str(path), stamp=stamp, **parts)
     return cached_torch("datasets", key, lambda: _image_folder(path, classes))
+
+
+def dataset_classes(dataset: str, root: str | None = None) -> list[str] | None:
+    """The class names of ``dataset`` in label order, found cheaply, so a sweep can check a class
+    selection before anything is downloaded or decoded: CIFAR-10's fixed list, an ImageFolder
+    tree's class folders, CIFAR-100's from its metadata when the archive is already extracted
+    under ``root`` (default ``<cache>/data``); None when they are not known without a download."""
+    if dataset == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if dataset == "cifar100":
+        meta = (Path(root) if root else cache_dir() / "data") / "cifar-100-python" / "meta"
+        if not meta.is_file():
+            return None
+        import pickle
+
+        with open(meta, "rb") as f:  # torchvision's own file, as torchvision reads it
+            return list(pickle.load(f, encoding="latin1")["fine_label_names"])
+    path = Path(dataset).expanduser()
+    return _folder_classes(path) if (path / "train").is_dir() else None
+
+
+def _folder_classes(path: Path) -> list[str]:
+    """An ImageFolder tree's classes: the folders under train/, sorted (ImageFolder's order)."""
+    return sorted(d.name for d in (path / "train").iterdir() if d.is_dir())
 
 
 def resolve_classes(requested: tuple[str | int, ...], known: list[str], dataset: str) -> list[str]:

@@ -10,6 +10,12 @@ from types import ModuleType
 import pytest
 
 from analysis import build_report, read_mlflow
+from contract import (
+    GHN_CLASS_OVERLAP_TAG,
+    GHN_TRAIN_CLASSES_TAG,
+    SWEEP_CLASSES_TAG,
+    SWEEP_NUM_CLASSES_TAG,
+)
 
 
 def _load_synthetic() -> ModuleType:
@@ -24,6 +30,10 @@ def _load_synthetic() -> ModuleType:
 
 
 SYNTHETIC = _load_synthetic()
+# sweepA's parent run: 5 classes, 3 of which the GHN was trained on (as sweeps._classes tags it)
+CLASS_TAGS = {SWEEP_CLASSES_TAG: "bird,cat,frog,ship,truck", SWEEP_NUM_CLASSES_TAG: "5",
+              GHN_TRAIN_CLASSES_TAG: "airplane,automobile,bird,cat,deer,dog,frog,horse,x,y",
+              GHN_CLASS_OVERLAP_TAG: "3"}
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +47,8 @@ def store(tmp_path_factory) -> dict:
     """sweepA (the test sweep) and, started later, sweepB with one too-good-to-be-true trial."""
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    parent = SYNTHETIC.write_mlflow(uri, root / "artifacts", SYNTHETIC.specs())
+    parent = SYNTHETIC.write_mlflow(uri, root / "artifacts", SYNTHETIC.specs(),
+                                    parent_tags=CLASS_TAGS)
     other = SYNTHETIC.write_mlflow(uri, root / "artifacts", [
         SYNTHETIC.TrialSpec("x1", "resnet50", "ghn", 0.01, [.99] * 4, [.99] * 4)],
         sweep="sweepB")

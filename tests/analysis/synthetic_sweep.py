@@ -43,6 +43,7 @@ class TrialSpec:
     extra_tags: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     repeat_of: str | None = None  # a repeat: the search trial whose config it runs again
+    diag: dict[str, float] | None = None  # its init diagnostics; None: INIT_DIAG
 
     def resolved(self) -> dict[str, object]:
         """The trial's flat config, as TrialConfig.to_flat() gives it (a subset)."""
@@ -110,18 +111,25 @@ def repeat_specs() -> list[TrialSpec]:
 
     random: 50, 52, 54 (mean 52.0, std 2.0). GHN + pp: 56, 57, 58: paired gains +6, +5, +4,
     mean +5.0, std 1.0, 95% interval 5 ± t(0.975, 2) / sqrt(3) = 5 ± 2.48. GHN: 51, 55, 52:
-    gains +1, +3, -2, mean +0.67, std 2.52, interval +0.67 ± 6.25: holds 0.
+    gains +1, +3, -2, mean +0.67, std 2.52, interval +0.67 ± 6.25: holds 0. Post-processing
+    over GHN: +5, +2, +6, mean +4.33, std 2.08, interval 4.33 ± 5.17: holds 0.
+
+    Init diagnostics (effective-rank ratio, mean |cos|) per seed: random 0.90, 0.91, 0.92 and
+    0.05; GHN 0.40 and 0.30 (its prediction has no seed); GHN + pp 0.60, 0.62, 0.64 and 0.20,
+    0.21, 0.22.
     """
     out = []
-    for original, init, lr, beta, orth, tests in (
-            ("r1", "random", 0.01, 0.0, False, (.50, .52, .54)),
-            ("g1", "ghn", 0.01, 0.0, False, (.51, .55, .52)),
-            ("p1", "ghn", 0.012, 3e-5, True, (.56, .57, .58))):
-        for seed, test in enumerate(tests, start=1):
+    for original, init, lr, beta, orth, tests, ranks, coss in (
+            ("r1", "random", 0.01, 0.0, False, (.50, .52, .54), (.90, .91, .92), (.05,) * 3),
+            ("g1", "ghn", 0.01, 0.0, False, (.51, .55, .52), (.40,) * 3, (.30,) * 3),
+            ("p1", "ghn", 0.012, 3e-5, True, (.56, .57, .58), (.60, .62, .64),
+             (.20, .21, .22))):
+        for seed, (test, rank, cos) in enumerate(zip(tests, ranks, coss), start=1):
             out.append(TrialSpec(f"{original}s{seed}", "resnet50", init, lr,
                                  [.3, .4, .5, test + .05], [.3, .4, .5, test], beta=beta,
-                                 orth=orth,
-                                 seed=seed, repeat_of=original))
+                                 orth=orth, seed=seed, repeat_of=original,
+                                 diag={**INIT_DIAG, "init/eff_rank_ratio": rank,
+                                       "init/mean_abs_cos": cos}))
     return out
 
 
@@ -137,7 +145,8 @@ def _run(client: MlflowClient, exp_id: str, parent_id: str, spec: TrialSpec) -> 
     else:
         params = spec.resolved()
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in INIT_DIAG.items()] if spec.val else []
+    diag = spec.diag or INIT_DIAG
+    metrics = [Metric(k, v, now, 0) for k, v in diag.items()] if spec.val else []
     for epoch in range(1, len(spec.val) + 1):
         metrics += [Metric(k, v, now, epoch) for k, v in spec.epoch_metrics(epoch).items()]
     client.log_batch(run_id, metrics=metrics,
@@ -155,14 +164,17 @@ def _run(client: MlflowClient, exp_id: str, parent_id: str, spec: TrialSpec) -> 
 
 
 def write_mlflow(uri: str, artifacts: Path, trials: list[TrialSpec], *, sweep: str = "sweepA",
-                 experiment: str = "ghn-sweep", parent_status: str = "FINISHED") -> str:
-    """A parent run for `sweep` with one child per trial; returns the parent run id."""
+                 experiment: str = "ghn-sweep", parent_status: str = "FINISHED",
+                 parent_tags: dict[str, str] | None = None) -> str:
+    """A parent run for `sweep` with one child per trial (and `parent_tags`, the class tags the
+    sweep sets); returns the parent run id."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         experiment, artifact_location=artifacts.as_uri(),
         tags={"mlflow.experimentKind": "custom_model_development"})
-    parent = client.create_run(exp_id, run_name=sweep, tags={"ghn_sweep.sweep": sweep})
+    parent = client.create_run(exp_id, run_name=sweep,
+                               tags={"ghn_sweep.sweep": sweep, **(parent_tags or {})})
     parent_id = parent.info.run_id
     client.log_batch(parent_id, params=[Param("sweep.max_epochs", str(EPOCHS)),
                                         Param("sweep.archs", "('resnet50', 'convnext_base')")])
@@ -186,7 +198,8 @@ def write_ray_results(root: Path, trials: list[TrialSpec], *, ended: bool = True
                    "training_iteration": epoch, "time_total_s": 2.0 * epoch,
                    "config": spec.sampled()}
             if epoch == 1:
-                rec.update(INIT_DIAG, trial_config=spec.resolved(), trial_tags={"device": "cpu"})
+                rec.update(spec.diag or INIT_DIAG, trial_config=spec.resolved(),
+                           trial_tags={"device": "cpu"})
             lines.append(json.dumps(rec))
         (d / "result.json").write_text("".join(line + "\n" for line in lines))
         if spec.end == "failed":
@@ -219,13 +232,13 @@ def example_specs(seed: int = 0, n: int = 96) -> list[TrialSpec]:
     return out
 
 
-if __name__ == "__main__":  # regenerate docs/noise_vs_lr.png from the made-up sweep
+if __name__ == "__main__":  # the made-up sweep's noise_vs_beta plot: DIR/noise_vs_lr.png
     import tempfile
 
     from analysis._ray_results import read_ray_results
     from analysis._report import build_report
 
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     with tempfile.TemporaryDirectory() as tmp:
         sweep = read_ray_results(write_ray_results(Path(tmp), example_specs()))
         report = build_report(sweep, Path(tmp) / "report")

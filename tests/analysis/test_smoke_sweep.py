@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -21,22 +20,15 @@ COLUMNS = ["trial_id", "status", "epochs_run", "best_val_acc", "test_acc_at_best
 
 
 @pytest.mark.slow
-def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--dataset", str(cifar_jpeg_dir),
-         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"), "--n-shots", "10",
-         "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri,
-         "--num-samples", "6", "--max-epochs", "2", "--repeats", "2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"),
-             "RAY_AUTH_MODE": "disabled"})
+@pytest.mark.timeout(900)
+def test_report_on_a_smoke_sweep(tmp_path, smoke_sweep):
+    uri, proc, where = smoke_sweep.uri, smoke_sweep.proc, smoke_sweep.path  # tests/conftest.py
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The report command the sweep prints at its end, run as printed, where the sweep ran.
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Report it: ")]
     python, *args = shlex.split(line.removeprefix("Report it: "))
     assert python == "python" and args[:2] == ["-m", "analysis.report"]
-    report = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "m")], cwd=tmp_path,
+    report = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "m")], cwd=where,
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     # The repeats: S = 2 further seeds of each chosen configuration, as children of the parent.
@@ -46,7 +38,7 @@ def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir):
                                   filter_string="tags.`mlflow.parentRunId` != ''")
     repeats = [c for c in children if "ghn_sweep.repeat_of" in c.data.tags]
     originals = {c.data.tags["ray.trial_id"]: c for c in children if c not in repeats}
-    assert len(originals) == 6 and repeats
+    assert len(originals) == 8 and repeats
     by_original: dict[str, list[str]] = {}
     for c in repeats:
         by_original.setdefault(c.data.tags["ghn_sweep.repeat_of"], []).append(c.data.params["seed"])
@@ -57,11 +49,11 @@ def test_report_on_a_smoke_sweep(tmp_path, reference_dir, cifar_jpeg_dir):
         assert {k: v for k, v in c.data.params.items() if k != "seed"} == {
             k: v for k, v in original.items() if k != "seed"}
         assert c.info.status == "FINISHED"
-    n = 6 + len(repeats)
+    n = 8 + len(repeats)
     assert f"sweep noise_vs_lr-smoke: {n} trials, finished" in report.stdout
     text = (tmp_path / "m" / "report.md").read_text()
     assert "± " in text and "95% interval" in text and "paired over 2 seeds" in text
-    assert main(["--results", str(tmp_path / "ray_results" / "noise_vs_lr-smoke"),
+    assert main(["--results", str(where / "ray_results" / "noise_vs_lr-smoke"),
                  "--out", str(tmp_path / "r")]) == 0
     from_mlflow, from_ray = (  # the search's trials: Ray's results dir holds only those
         pq.read_table(tmp_path / d / "trials.parquet").to_pandas().query("repeat_of.isna()")

@@ -43,7 +43,7 @@ def test_forward_failing_at_trace_size_names_model_and_size(ghn):
     assert pred.predicted == ["conv.weight", "conv.bias", "fc.weight", "fc.bias"]
 
 
-# Models ppuda fails on (SPEC §10), each with the extension that makes it work.
+# Models ppuda fails on, each with the extension that makes it work.
 BEYOND_PPUDA = {
     "efficientnet_b0": "decoder crops for every input size",
     "regnet_y_400mf": "decoder crops for every input size",

@@ -90,6 +90,7 @@ def test_training_path_predicts_exactly_what_inference_writes_and_its_gradient_i
     assert float(analytic) == pytest.approx(float((plus - minus) / (2 * eps)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     trainer = Trainer(TrainConfig(**{**TINY, "steps": 12, "lr": 3e-3}), _images())
     specs = [trainer.sampler.sample(random.Random(i)) for i in range(3)]
@@ -126,6 +127,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_right_step_bit_for_bit(tmp_path):
     cfg = TrainConfig(**{**TINY, "steps": 4, "checkpoint_every": 2})
     straight = Trainer(cfg, _images())
@@ -233,6 +235,7 @@ TINY_FLAGS = ["--hid", "8", "--max-shape", "32,32,3,3", "--image-size", "8", "--
               "--train-per-class", "10", "--log-every", "1"]
 
 
+@pytest.mark.slow
 def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog, monkeypatch):
     from ghn.__main__ import main  # `python -m ghn` hands these to ghntrain
 
@@ -268,6 +271,7 @@ def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog,
     assert logged in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
     from ghntrain import main
 
@@ -303,6 +307,7 @@ def test_two_ray_train_workers_stay_identical(cifar_jpeg_dir, cache, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
         cifar_jpeg_dir, cache, monkeypatch):
     """kill -9 a two-worker run (driver, Ray and workers) after a checkpoint; `--resume` must

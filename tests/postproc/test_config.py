@@ -47,8 +47,3 @@ def test_bad_values_name_field_and_value(field: str, value: object) -> None:
     assert f"PostProcConfig.{field}" in msg
     assert repr(value) in msg or str(value) in msg
 
-
-def test_frozen() -> None:
-    cfg = PostProcConfig()
-    with pytest.raises(AttributeError):
-        cfg.beta = 1.0  # type: ignore[misc]

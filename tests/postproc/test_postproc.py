@@ -1,4 +1,4 @@
-"""Properties of apply_postproc (SPEC §9) on small models; no GHN needed."""
+"""Properties of apply_postproc on small models; no GHN needed."""
 
 import copy
 import logging

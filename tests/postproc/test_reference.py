@@ -107,6 +107,7 @@ def test_recipe_a_seeded(predicted: tuple, cases: dict) -> None:
         )
 
 
+@pytest.mark.slow
 def test_recipe_a_orth_without_noise(predicted: tuple, cases: dict) -> None:
     """init(orth=True, beta=0, layer=37): norms, and the values in the reproducible columns.
 

@@ -50,6 +50,7 @@ def _listening(procs, psutil) -> list[tuple[str, int]]:
 
 @pytest.mark.skipif(shutil.which("mlflow") is None or shutil.which("pgrep") is None,
                     reason="needs the mlflow CLI and pgrep")
+@pytest.mark.slow
 def test_head_mlflow_listens_on_loopback_and_stops_with_ray(tmp_path):
     import ray  # noqa: F401 - Ray ships psutil (in its thirdparty_files)
 

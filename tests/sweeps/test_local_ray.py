@@ -61,6 +61,7 @@ def _start(tmp_path, order):
     return lines["AUTH"], json.loads(lines["LISTEN"]), proc.stderr
 
 
+@pytest.mark.slow
 def test_local_sweep_listens_on_loopback_only(tmp_path):
     auth, listening, _ = _start(tmp_path, "script-order")
     names = {name for name, _, _ in listening}
@@ -69,6 +70,7 @@ def test_local_sweep_listens_on_loopback_only(tmp_path):
     assert auth == "disabled"  # nothing off this machine can reach it
 
 
+@pytest.mark.slow
 def test_ray_imported_too_early_keeps_token_auth_on(tmp_path):
     auth, listening, stderr = _start(tmp_path, "ray-first")
     if all(_loopback(ip) for _, ip, _ in listening):

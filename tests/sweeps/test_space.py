@@ -1,4 +1,4 @@
-"""What a sweep searches and repeats: the paper's recipes (SPEC §9), a space where every
+"""What a sweep searches and repeats: the paper's recipes, a space where every
 sample means something, the repeats' configurations, and what Optuna is told."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from trainable import RECIPES
 
 
 @pytest.mark.parametrize("recipe, arch, optim, batch, lr, wd, layer, n_layers, first, last", [
-    # SPEC §9: resnet50 has L = 54, layers 37-53 transformed (37: conv1 1, layer1 2-11,
+    # The paper's recipe: resnet50 has L = 54, layers 37-53 transformed (37: conv1 1, layer1 2-11,
     # layer2 12-24, layer3's blocks 25-28, 29-31, 32-34, 35-37); convnext_base L = 113,
     # 94-112, from features.5.24.block.0 to the last block's second Linear.
     ("resnet50_paper", "resnet50", "sgd", 96, 0.01, 0.01, 37, 54, "layer3.3.conv3",
@@ -36,6 +36,7 @@ from trainable import RECIPES
     ("convnext_paper", "convnext_base", "adamw", 48, 1e-3, 0.1, 94, 113,
      "features.5.24.block.0", "features.7.2.block.5"),
 ])
+@pytest.mark.slow
 def test_paper_recipes_are_spec_section_9(recipe, arch, optim, batch, lr, wd, layer, n_layers,
                                           first, last):
     r = RECIPES[recipe]

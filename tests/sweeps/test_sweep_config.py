@@ -95,6 +95,7 @@ def test_script_answers_help_and_bad_numbers_before_loading_torch(argv, status):
     (False, True, "--resume: there is no sweep to resume"),
     (True, True, "has no ghn_sweep.json (the sweep's id"),  # started before sweeps had ids
 ])
+@pytest.mark.slow
 def test_script_refuses_to_merge_or_resume_nothing(tmp_path, reference_dir, cifar_jpeg_dir,
                                                    existing, resume, message):
     sweep_dir = tmp_path / "ray" / "noise_vs_lr-smoke"
@@ -111,6 +112,7 @@ def test_script_refuses_to_merge_or_resume_nothing(tmp_path, reference_dir, cifa
     assert not (tmp_path / "mlflow.db").exists()  # refused before tracking or Ray started
 
 
+@pytest.mark.slow
 def test_script_refuses_an_unreadable_dataset_before_starting_ray(tmp_path, reference_dir):
     (tmp_path / "empty").mkdir()
     proc = subprocess.run(
@@ -229,6 +231,7 @@ def test_config_file_errors_exit_2_naming_the_key(tmp_path, capsys, text, messag
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_paper_recipes_before_ray(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", _LOADED_BY_SCRIPT.replace('"optuna"}', '"optuna", "mlflow"}'),
@@ -250,6 +253,7 @@ def test_dry_run_prints_the_paper_recipes_before_ray(tmp_path):
     assert len(plan["baselines"]) == 6 and all(b["device"] == "cuda" for b in plan["baselines"])
 
 
+@pytest.mark.slow
 def test_script_refuses_a_name_another_sweep_has_in_mlflow(tmp_path, reference_dir,
                                                           cifar_jpeg_dir):
     """Its Ray results are gone (or elsewhere), its MLflow parent run is not: a fresh sweep of

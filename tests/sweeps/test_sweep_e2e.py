@@ -28,7 +28,7 @@ def _argv(tmp_path, reference_dir, cifar_jpeg_dir, *extra, storage=None):
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
             "--storage", storage or str(tmp_path / "ray_results"),
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--n-shots", "10",
-            "--repeats", "0", *extra]  # the repeats are tested in tests/analysis/test_smoke_sweep
+            "--repeats", "0", *extra]
 
 
 def _env(tmp_path):
@@ -45,15 +45,14 @@ def _runs(tmp_path, experiment="ghn-sweep"):
 
 
 @pytest.mark.slow
-def test_smoke_sweep_end_to_end(tmp_path, reference_dir, cifar_jpeg_dir):
-    proc = subprocess.run(_argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "8",
-                                "--max-epochs", "4"),
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
-                          timeout=900)
+@pytest.mark.timeout(900)
+def test_smoke_sweep_end_to_end(smoke_sweep):
+    proc, tmp_path = smoke_sweep.proc, smoke_sweep.path  # 8 trials x 3 epochs, then repeats
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best val/acc" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
     assert "analysis.report --experiment ghn-sweep --sweep noise_vs_lr-smoke" in proc.stdout
     client, exp, parents, children = _runs(tmp_path)
+    children = [c for c in children if "ghn_sweep.repeat_of" not in c.data.tags]  # the search
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.params["sweep.num_samples"] == "8"
@@ -87,6 +86,7 @@ def test_smoke_sweep_end_to_end(tmp_path, reference_dir, cifar_jpeg_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_interrupted_sweep_resumes_without_duplicates(tmp_path, reference_dir, cifar_jpeg_dir):
     argv = _argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "6",
                  "--max-epochs", "3", "--grace-period", "3")  # ASHA stops none: all must end
@@ -140,6 +140,7 @@ def _saved_rungs(sweep_dir: Path) -> dict[tuple, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_killed_driver_resumes_as_if_never_interrupted(tmp_path, reference_dir, cifar_jpeg_dir):
     """The drill: ``kill -9`` of the driver while ASHA (grace period 1 of 2 epochs) has rungs,
     then ``--resume``: one run per trial, all closed, counts and rungs of the whole sweep."""

@@ -11,6 +11,7 @@ from sweeps.tracking import MlflowTrackingCallback
 
 ray = pytest.importorskip("ray")
 tune = pytest.importorskip("ray.tune")
+pytestmark = pytest.mark.slow  # a real Ray for the module: ~8 s to start, 7-30 s a test
 
 
 @pytest.fixture(scope="module")

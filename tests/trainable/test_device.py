@@ -22,6 +22,7 @@ def test_cuda_without_working_cuda_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a node without working CUDA")
+@pytest.mark.slow
 def test_trial_given_a_gpu_by_ray_fails_without_cuda(tmp_path, cifar_jpeg_dir):
     """Ray believes the node has a GPU (as on a node whose driver broke): the trial, device
     'auto' as a sweep with --gpus-per-trial > 0 sends it, must fail, not train on the CPU."""

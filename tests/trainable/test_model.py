@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torchvision
 
@@ -54,6 +55,7 @@ def test_classifier_not_predicted_keeps_own_seeded_init(reference_dir):
     assert not torch.equal(a.fc.weight, b.fc.weight)  # the trial's own init, not the cached one
 
 
+@pytest.mark.slow
 def test_postproc_applies_per_trial_seeded(reference_dir):
     path = reference_dir / "ghn2_random_cifar10_seed0.pt"
     plain, _ = build_model(_cfg(path), num_classes=10)
@@ -67,6 +69,7 @@ def test_postproc_applies_per_trial_seeded(reference_dir):
     assert not torch.equal(w(plain), w(orth))
 
 
+@pytest.mark.slow
 def test_ghn_trial_trains_and_reports_checkpoint_identity(reference_dir, tiny):
     path = reference_dir / "ghn2_random_cifar10_seed0.pt"
     cfg = TrialConfig.from_flat(tiny(**{"init": "ghn", "ghn": str(path), "optim.epochs": 1,

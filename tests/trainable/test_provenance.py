@@ -38,6 +38,7 @@ def test_outside_a_git_checkout_the_sources_hash_names_the_code(tmp_path, monkey
     assert provenance()["code.sources"] != before
 
 
+@pytest.mark.slow
 def test_a_trials_first_report_carries_its_provenance(tiny):
     seen = []
     train(TrialConfig.from_flat(tiny(**{"optim.epochs": 1})), report=seen.append)
