@@ -84,6 +84,7 @@ def not_mlflow():
     server.shutdown()
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch
 def test_tracking_uri_that_is_not_mlflow_exits_2(tmp_path, not_mlflow):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--storage", str(tmp_path / "ray"),
                            "--tracking-uri", not_mlflow], cwd=tmp_path, capture_output=True,
@@ -92,6 +93,11 @@ def test_tracking_uri_that_is_not_mlflow_exits_2(tmp_path, not_mlflow):
     assert f"--tracking-uri {not_mlflow} answers, but not as an MLflow tracking server" in \
         proc.stderr and "404, text/html" in proc.stderr
     assert not (tmp_path / "ray").exists() or not any((tmp_path / "ray").iterdir())
+
+
+def test_tracking_uri_that_is_not_mlflow_is_named(not_mlflow):
+    problem = _reach.tracking_problem(not_mlflow)
+    assert "answers, but not as an MLflow tracking server" in problem and "404" in problem
 
 
 def test_unreachable_tracking_server_is_named():

@@ -34,6 +34,7 @@ def sweep_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigterm_stops_like_ctrl_c_and_resume_finishes(tmp_path, reference_dir, cifar_jpeg_dir):
     argv = tiny_sweep_argv(tmp_path, reference_dir, cifar_jpeg_dir)
     proc = subprocess.Popen(argv, cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,

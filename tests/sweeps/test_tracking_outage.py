@@ -50,6 +50,7 @@ def _stop_server(server: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_jpeg_dir):
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
