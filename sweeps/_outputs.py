@@ -84,10 +84,23 @@ def _log_to_parent(cfg: SweepConfig, table: Path, best_config: dict | None) -> N
                     cfg.tracking_uri, e, table)
 
 
-def log_closing_lines(cfg: SweepConfig, seconds: float) -> None:
-    """How long the sweep took, and the commands that browse and report it."""
+def parent_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The page of the sweep's parent run in the MLflow UI. MLflow 3's UI opens an experiment on
+    its GenAI overview, so the closing lines link the run itself: for a local store, on the
+    address `mlflow ui` serves by default."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) \
+        else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def log_closing_lines(cfg: SweepConfig, seconds: float,
+                      parent: tuple[str, str] | None = None) -> None:
+    """How long the sweep took, the commands that browse and report it, and the address of its
+    parent run's page (``parent``: experiment id and run id, when tracking is on)."""
     log.info("sweep took %.0f s. Browse it: mlflow ui --backend-store-uri %s", seconds,
              cfg.tracking_uri)
+    if parent is not None:
+        log.info("The sweep's parent run: %s", parent_run_url(cfg.tracking_uri, *parent))
     log.info("Report it: python -m analysis.report --experiment %s --sweep %s --tracking-uri %s",
              shlex.quote(cfg.experiment), shlex.quote(cfg.sweep_name),
              shlex.quote(cfg.tracking_uri))

@@ -44,11 +44,17 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, or one outside Tune: from its last save
         log.warning("stopped at once; --resume continues from Tune's last saved state")
         interrupted = True
-    log_closing_lines(cfg, time.time() - start)
+    log_closing_lines(cfg, time.time() - start, _parent_page(cleared))
     if interrupted:  # Ctrl-C or SIGTERM: what ran is kept, the rest can follow
         log_resume_hint(cfg, argv)
         return stop.exit_status()
     return 0
+
+
+def _parent_page(cleared: Cleared) -> tuple[str, str] | None:
+    """(experiment id, parent run id) of the sweep's MLflow record, when it has one."""
+    run_id, experiment_id = cleared.tracking.parent_run_id, cleared.tracking.experiment_id
+    return (experiment_id, run_id) if run_id and experiment_id else None
 
 
 def _phases(cfg: SweepConfig, cleared: Cleared) -> bool:

@@ -286,6 +286,11 @@ class MlflowTrackingCallback(tune.Callback):
         self.flush()
         return self._parent_run_id
 
+    @property
+    def experiment_id(self) -> str | None:
+        """The MLflow experiment of the sweep, once connected; None when tracking is off."""
+        return self._experiment_id
+
     # Tune's hooks queue a write with a copy of what it needs, and return.
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -4,6 +4,7 @@ import logging
 
 from mlflow.tracking import MlflowClient
 
+from sweeps._outputs import parent_run_url
 from sweeps._progress import ProgressCallback
 from sweeps.tracking import MlflowTrackingCallback
 
@@ -97,3 +98,9 @@ def test_best_is_contract_best_a_complete_trial_beats_a_higher_stopped_or_diverg
     assert _lines(caplog)[-1].endswith(
         "| best val/acc 0.500 (resnet18 ghn lr=0.02)")
     assert cb.counts(trials)["diverged"] == 1
+
+
+def test_the_parent_runs_page_is_on_the_tracking_server_or_on_mlflow_uis_default_address():
+    assert parent_run_url("http://head:5000/", "3", "abc") == "http://head:5000/#/experiments/3/runs/abc"
+    assert parent_run_url("sqlite:///mlflow.db", "1", "r") == \
+        "http://127.0.0.1:5000/#/experiments/1/runs/r"

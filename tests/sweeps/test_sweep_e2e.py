@@ -58,6 +58,8 @@ def test_smoke_sweep_end_to_end(smoke_sweep):
     assert parents[0].data.params["sweep.num_samples"] == "8"
     assert len(children) == 8
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    page = f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{parents[0].info.run_id}"
+    assert f"The sweep's parent run: {page}" in proc.stdout
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
     stopped = [c for c in children if c.info.status == "KILLED"]
     assert stopped and all("ghn_sweep.stopped_early" in c.data.tags for c in stopped)
