@@ -23,7 +23,7 @@ from ghn._checkpoint3 import (
     load_official,
     normalise_keys,
 )
-from ghn._files import cache_dir
+from ghn._files import cache_dir, layout_problems
 from ghn._ghn3 import GHN3
 from ghn._model import GHN2, GHN2Config, expected_state_shapes
 
@@ -159,17 +159,7 @@ def _check_config(ckpt, path: Path) -> GHN2Config:
 
 def _check_state(state, config: GHN2Config, path: Path) -> None:
     expected = expected_state_shapes(config)
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})"
-                 for k in expected if k in state and state[k].shape != expected[k]]
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if misshaped:
-        problems.append(f"misshaped: {'; '.join(misshaped)}")
+    problems = layout_problems(state, expected)
     if problems:
         raise ValueError(f"{path} does not match the GHN-2 layout: {'. '.join(problems)}")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ghn._files import layout_problems
 from ghn._ghn3 import GHN3, GHN3Config, expected_state_shapes, infer_config
 from ghn._model import GHN2, GHN2Config, as_ghn3_semantics
 from ghn._model import expected_state_shapes as expected_state_shapes2
@@ -63,17 +64,7 @@ def normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def build_ghn3(state: dict[str, torch.Tensor], config: GHN3Config, path: Path) -> GHN3:
     """A GHN3 holding `state`'s tensors themselves (no copy), checked against `config`."""
     expected = expected_state_shapes(config)
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})"
-                 for k in expected if k in state and state[k].shape != expected[k]]
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if misshaped:
-        problems.append(f"misshaped: {'; '.join(misshaped)}")
+    problems = layout_problems(state, expected)
     if problems:
         raise ValueError(f"{path} does not match the GHN-3 layout of {config}: "
                          f"{'. '.join(problems)}")

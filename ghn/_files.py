@@ -1,4 +1,5 @@
-"""Files every layer writes: the user cache directory and atomic, durable saves.
+"""Files every layer writes: the user cache directory and atomic, durable saves; and the one
+check of a checkpoint's tensors against a network's layout.
 
 Here, at the bottom, so that checkpoint downloads, the trials' cache and GHN training agree on
 one cache location and one way of writing a file a crash cannot leave half-written.
@@ -49,3 +50,21 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def layout_problems(state: dict[str, torch.Tensor],
+                    expected: dict[str, torch.Size]) -> list[str]:
+    """How a checkpoint's tensors differ from the layout its network expects, in words (missing,
+    unexpected and misshaped keys); empty when they match."""
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})"
+                 for k in expected if k in state and state[k].shape != expected[k]]
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"misshaped: {'; '.join(misshaped)}")
+    return problems

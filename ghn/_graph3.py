@@ -25,7 +25,7 @@ import torchvision
 from torch import nn
 
 from ghn._graph import P
-from ghn._trace import RawGraph, _link, _TraceMode, default_input_size
+from ghn._trace import RawGraph, _TraceMode, default_input_size, walk
 
 log = logging.getLogger(__name__)
 MAX_DIST = 50
@@ -181,31 +181,7 @@ def trace3(model: nn.Module, input_size: tuple[int, int, int]) -> RawGraph:
             f"cannot trace {type(model).__name__} at input size {input_size}: {e}. If the model "
             "needs another input size, set model.expected_input_sz (an int or (C, H, W))."
         ) from e
-    registry = _registry(model)
-    graph, record = RawGraph(), {}
-    for root in roots:
-        if root in record:
-            continue
-        stack = [(root, _open(root, graph, record, registry), iter(root.next_functions))]
-        while stack:
-            fn, first, children = stack[-1]
-            for child, _ in children:
-                if child is None:
-                    continue
-                if child in record:
-                    _link(graph, first, record[child])
-                    continue
-                if type(child).__name__ == "AccumulateGrad":
-                    record[child] = (None, "AccumulateGrad")
-                    continue
-                stack.append((child, _open(child, graph, record, registry),
-                              iter(child.next_functions)))
-                break
-            else:
-                stack.pop()
-                if stack:
-                    _link(graph, stack[-1][1], record[fn])
-    return graph
+    return walk(roots, _registry(model), _open)
 
 
 # ---- filtering and fixes --------------------------------------------------------------------

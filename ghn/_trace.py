@@ -131,7 +131,7 @@ def trace(model: nn.Module, input_size: tuple[int, int, int]) -> RawGraph:
             f"cannot trace {type(model).__name__} at input size {input_size}: {e}. If the model "
             "needs another input size, set model.expected_input_sz (an int or (C, H, W))."
         ) from e
-    return _walk(root, registry)
+    return walk([root], registry)
 
 
 def _leaves(fn, registry) -> list[tuple[object, str, nn.Module]]:
@@ -174,27 +174,33 @@ def _link(graph: RawGraph, first: int, child: tuple[int | None, str]) -> None:
         graph.edges.add((first, j) if "bias" in label else (j, first))
 
 
-def _walk(root, registry) -> RawGraph:
-    """ppuda's recursive depth-first walk, run with an explicit stack (no recursion limit)."""
+def walk(roots, registry, open_node=None) -> RawGraph:
+    """ppuda's recursive depth-first walk, run with an explicit stack (no recursion limit), from
+    each root in turn with one record table. ``open_node`` adds a function's nodes to the graph
+    (default: GHN-2's)."""
+    open_node = open_node or _open
     graph = RawGraph()
     record: dict = {}
-    stack = [(root, _open(root, graph, record, registry), iter(root.next_functions))]
-    while stack:
-        fn, first, children = stack[-1]
-        for child, _ in children:
-            if child is None:
-                continue
-            if child in record:
-                _link(graph, first, record[child])
-                continue
-            if type(child).__name__ == "AccumulateGrad":
-                record[child] = (None, "AccumulateGrad")
-                continue
-            stack.append((child, _open(child, graph, record, registry),
-                          iter(child.next_functions)))
-            break
-        else:
-            stack.pop()
-            if stack:
-                _link(graph, stack[-1][1], record[fn])
+    for root in roots:
+        if root in record:
+            continue
+        stack = [(root, open_node(root, graph, record, registry), iter(root.next_functions))]
+        while stack:
+            fn, first, children = stack[-1]
+            for child, _ in children:
+                if child is None:
+                    continue
+                if child in record:
+                    _link(graph, first, record[child])
+                    continue
+                if type(child).__name__ == "AccumulateGrad":
+                    record[child] = (None, "AccumulateGrad")
+                    continue
+                stack.append((child, open_node(child, graph, record, registry),
+                              iter(child.next_functions)))
+                break
+            else:
+                stack.pop()
+                if stack:
+                    _link(graph, stack[-1][1], record[fn])
     return graph
