@@ -18,6 +18,9 @@ from scipy import stats
 
 from contract import (
     GHN_CLASS_OVERLAP_TAG,
+    GHN_CONFIG_TAG,
+    GHN_KIND_TAG,
+    GHN_KINDS,
     GHN_TRAIN_CLASSES_TAG,
     SWEEP_CLASSES_TAG,
     SWEEP_NUM_CLASSES_TAG,
@@ -51,7 +54,7 @@ def findings(comp: pd.DataFrame, df: pd.DataFrame, tags: dict[str, str]) -> list
 
 def class_paragraph(tags: dict[str, str]) -> str:
     """Which classes the trials fine-tune on, and how many of them the GHN was trained on."""
-    head = "**Classes.** "
+    head = "**Classes.** " + ghn_sentence(tags)
     n = tags.get(SWEEP_NUM_CLASSES_TAG)
     if n is None:
         return head + ("This sweep's record does not say which classes its trials fine-tuned on "
@@ -65,7 +68,8 @@ def class_paragraph(tags: dict[str, str]) -> str:
         return text + "which classes the GHN was trained on was not recorded."
     if trained == UNRECORDED or overlap is None or not overlap.isdigit() or not n.isdigit():
         return text + ("the checkpoint does not record its training classes (the official "
-                       "GHN-2 checkpoints name none), so whether the GHN saw them is unknown.")
+                       "GHN-2 and GHN-3 checkpoints name none), so whether the GHN saw them "
+                       "is unknown.")
     k = int(overlap)
     if k == 0:
         return text + ("the GHN was trained on none of these classes: the gains below are "
@@ -75,6 +79,17 @@ def class_paragraph(tags: dict[str, str]) -> str:
                        "not transfer to unseen classes.")
     return text + (f"the GHN was trained on {k} of these {n} classes: the gains below mix "
                    "classes it saw with classes it did not.")
+
+
+def ghn_sentence(tags: dict[str, str]) -> str:
+    """Which kind of GHN predicted the parameters, and its size, where the sweep recorded it:
+    a GHN-2's and a GHN-3's gains are different findings."""
+    kind = tags.get(GHN_KIND_TAG)
+    if kind is None:
+        return ""
+    config = tags.get(GHN_CONFIG_TAG)
+    detail = f" ({config.replace(',', ', ')})" if config else ""
+    return f"The GHN is a {GHN_KINDS.get(kind, kind)}{detail}. "
 
 
 def _row(rows: pd.DataFrame, method: str) -> pd.Series | None:

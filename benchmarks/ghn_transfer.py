@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 from analysis._stats import estimate, paired
 from sweeps._config import SweepConfig
@@ -40,11 +41,13 @@ def _postproc(arch: str, init: str) -> dict[str, object]:
             "postproc.layer": layer_rule(SweepConfig(recipe="smoke"), arch)}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ghn", required=True, help="GHN-2 checkpoint (e.g. from python -m ghn train)")
+def add_arguments(p: argparse.ArgumentParser, *, ghn_and_classes: bool = True) -> None:
+    """The fine-tuning flags (``benchmarks/ghn_compare.py`` reuses all but --ghn, --classes)."""
+    if ghn_and_classes:
+        p.add_argument("--ghn", required=True,
+                       help="GHN-2 or GHN-3 checkpoint (e.g. from python -m ghn train)")
+        p.add_argument("--classes", required=True, help="comma-separated class names")
     p.add_argument("--data", required=True, help="ImageFolder tree with train/ and test/")
-    p.add_argument("--classes", required=True, help="comma-separated class names")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--inits", default=",".join(INITS), help=f"some of {','.join(INITS)}")
     p.add_argument("--lrs", default="0.01,0.05", help="learning rates; each init's by val acc")
@@ -54,6 +57,11 @@ def main() -> None:
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--test-per-class", type=int, default=200)
     p.add_argument("--stem", choices=("small", "standard"), default="small")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
     args = p.parse_args()
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     inits = [i.strip() for i in args.inits.split(",")]
@@ -61,6 +69,15 @@ def main() -> None:
         p.error(f"--inits: unknown {sorted(unknown)}; known: {', '.join(INITS)}")
     if "random" not in inits:
         p.error("--inits must include random: gains are paired with it")
+    for init, g in transfer(args, args.ghn, classes, inits).items():
+        print(f"ghn_transfer_gain_points[{init}]={100 * g.mean:+.1f} (95% interval "
+              f"{100 * g.lo:+.1f} to {100 * g.hi:+.1f}, paired over {g.n} seeds)")
+
+
+def transfer(args: argparse.Namespace, ghn: str, classes: list[str], inits: list[str]
+             ) -> dict[str, Any]:
+    """Fine-tune from every init at every lr and seed, print each run and each init's chosen
+    lr; return each non-random init's test-accuracy gain over random, paired by seed."""
     lrs = [float(x) for x in args.lrs.split(",")]
     # (init, lr) -> seed -> (val, test) at the best validation epoch
     runs: dict[tuple[str, float], dict[int, tuple[float, float]]] = {}
@@ -69,7 +86,7 @@ def main() -> None:
             for lr in lrs:
                 cfg = get_recipe("smoke", **{
                     "arch": args.arch, "init": "random" if init == "random" else "ghn",
-                    "ghn": args.ghn, "seed": seed, "small_stem": args.stem == "small",
+                    "ghn": ghn, "seed": seed, "small_stem": args.stem == "small",
                     "optim.lr": lr, "optim.epochs": args.epochs, "data.dataset": args.data,
                     "data.classes": classes, "data.n_shots": args.n_shots,
                     "data.val_per_class": args.val_per_class,
@@ -92,11 +109,7 @@ def main() -> None:
         print(f"{init:7s} lr {lr:g} (mean val/acc {100 * val[lr]:.1f}%): test "
               f"{100 * e.mean:.1f}% ± {100 * e.std:.1f} over {e.n} seeds "
               f"(95% interval {100 * e.lo:.1f}-{100 * e.hi:.1f}%)")
-    for init in inits:
-        if init != "random":
-            g = paired(test[init], test["random"])
-            print(f"ghn_transfer_gain_points[{init}]={100 * g.mean:+.1f} (95% interval "
-                  f"{100 * g.lo:+.1f} to {100 * g.hi:+.1f}, paired over {g.n} seeds)")
+    return {init: paired(test[init], test["random"]) for init in inits if init != "random"}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ __all__ = [
     "ERROR_FILE_TAG",
     "EXPERIMENT_KIND",
     "GHN_CLASS_OVERLAP_TAG",
+    "GHN_CONFIG_TAG",
+    "GHN_KINDS",
+    "GHN_KIND_TAG",
     "GHN_TRAIN_CLASSES_TAG",
     "INIT_PREFIX",
     "INTERRUPTED_TAG",
@@ -91,6 +94,11 @@ SWEEP_NUM_CLASSES_TAG = "ghn_sweep.num_classes"  # how many (the names may be sh
 GHN_TRAIN_CLASSES_TAG = "ghn.train_classes"  # the checkpoint's own record, or UNRECORDED
 GHN_CLASS_OVERLAP_TAG = "ghn.class_overlap"  # how many of the sweep's classes the GHN saw
 UNRECORDED = "unrecorded"  # an official checkpoint names no training classes
+# Which GHN predicted the parameters: on the parent run (and each GHN-init trial), so a result
+# says whether it came from a GHN-2 or a GHN-3, and of what size.
+GHN_KIND_TAG = "ghn.kind"  # ghn2 | ghn3
+GHN_CONFIG_TAG = "ghn.config"  # e.g. hid=64,heads=8,layers=3,max_shape=64x64x16x16,classes=1000
+GHN_KINDS = {"ghn2": "GHN-2", "ghn3": "GHN-3"}  # tag value -> how the report names it
 # In the sweep's Ray results directory: its id, its configuration and the class tags above, so
 # a report from Ray's results alone says them too.
 SWEEP_RECORD_FILE = "ghn_sweep.json"

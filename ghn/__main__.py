@@ -1,5 +1,5 @@
 """Command line: `python -m ghn predict ARCH` (a demo), `verify CHECKPOINT` (known answers),
-`train --data PATH|cifar10 --out FILE` (train a GHN-2) and `evaluate CKPT --data ...`."""
+`train --data PATH|cifar10 --out FILE` (train a GHN-2 or GHN-3) and `evaluate CKPT --data ...`."""
 
 from __future__ import annotations
 

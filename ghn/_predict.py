@@ -25,7 +25,13 @@ from ghn._ghn3 import GHN3
 from ghn._graph import Graph, build_graph
 from ghn._graph3 import Graph3
 from ghn._model import GHN2
-from ghn._predict3 import cached_graph3, embed_nodes3, predict_tensors3, write_prediction3
+from ghn._predict3 import (
+    cached_graph3,
+    embed_nodes3,
+    predict_tensors3,
+    targets3,
+    write_prediction3,
+)
 from ghn._trace import NORMS, default_input_size
 
 log = logging.getLogger(__name__)
@@ -246,12 +252,17 @@ def predicted_blocks(
     return blocks
 
 
-def predicted_names(graph: Graph, model: nn.Module, *, predict_classifier: bool = True
+def predicted_names(graph: Graph | Graph3, model: nn.Module, *, predict_classifier: bool = True
                     ) -> set[str]:
-    """The parameter names `predicted_blocks` returns, without computing anything."""
+    """The parameter names `predict_tensors` returns, without computing anything: for a GHN-2
+    graph or, given a `build_graph3` graph, for a GHN-3 (a norm's bias comes with its weight
+    in both)."""
     params = dict(model.named_parameters())
     names = set()
-    for t in _targets(graph, model, params, predict_classifier):
+    targets = (targets3(graph, model, predict_classifier=predict_classifier)
+               if isinstance(graph, Graph3) else
+               _targets(graph, model, params, predict_classifier))
+    for t in targets:
         names.add(t.name)
         bias_name = t.name.rsplit(".", 1)[0] + ".bias"
         if t.role == "norm" and bias_name in params:

@@ -1,5 +1,5 @@
-"""Training GHN-2s on sampled architectures, and measuring them, on top of ``ghn`` (the model,
-prediction, checkpoints) and ``trainable`` (the trials' data path).
+"""Training GHN-2s and GHN-3s on sampled architectures, and measuring them, on top of ``ghn``
+(the model, prediction, checkpoints) and ``trainable`` (the trials' data path).
 
     from ghntrain import TrainConfig, Trainer, load_images, train
     trainer = Trainer(TrainConfig(steps=100), load_images("cifar10", (), "train", 100))

@@ -28,7 +28,7 @@ from ghntrain._train import TrainConfig, Trainer, read_checkpoint, train
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``evaluate`` to the subcommands ``sub``; each sets ``run`` to the
     function that executes it (returning the exit status)."""
-    t = sub.add_parser("train", help="train a GHN-2 on sampled architectures")
+    t = sub.add_parser("train", help="train a GHN-2 or GHN-3 (--model) on sampled architectures")
     t.add_argument("--data", required=True, help="cifar10, cifar100 or an ImageFolder tree")
     t.add_argument("--classes", help="comma-separated class names or indices (default: all)")
     t.add_argument("--train-per-class", type=int, default=None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ghn import GHN2, predict_parameters
+from ghn import GHN2, GHN3, predict_parameters
 from ghntrain._archs import ArchSampler, build, torchvision_model
 from trainable import to_input
 
@@ -56,8 +56,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: torch.Ten
     return correct / len(y)
 
 
-def evaluate(ghn: GHN2, archs: list[tuple[str, nn.Module]], x: torch.Tensor, y: torch.Tensor,
-             mean: torch.Tensor, std: torch.Tensor, *, image_size: int) -> list[ArchResult]:
+def evaluate(ghn: GHN2 | GHN3, archs: list[tuple[str, nn.Module]], x: torch.Tensor,
+             y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *, image_size: int
+             ) -> list[ArchResult]:
     """Per architecture: top-1 of its random init, then of the GHN's prediction."""
     results = []
     for name, model in archs:

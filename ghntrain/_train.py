@@ -1,10 +1,14 @@
-"""Train a GHN-2 on sampled architectures (ppuda's recipe), checkpoint it, resume it exactly.
+"""Train a GHN-2 or a GHN-3 on sampled architectures (ppuda's recipe), checkpoint it, resume it
+exactly.
 
 Each step draws a meta-batch of architectures (``ghntrain._archs``), predicts all their parameters
 with the *same* computation as inference (``predict_tensors``: ``predicted_blocks`` tiled out of
 place, where inference tiles them into storage), runs one augmented image batch through each
 with ``torch.func.functional_call`` and updates the GHN on the mean cross-entropy: Adam, cosine
 decay, gradient clipping. A trained GHN therefore predicts exactly the tensors it trained with.
+Both kinds share the sampler, data, schedule and checkpoints; they differ in the model and in
+the graph each reads (``build_graph`` for GHN-2, ``build_graph3`` for GHN-3), which is what the
+trainer caches per architecture.
 
 The trainer takes images as tensors (``TrainImages``) and knows nothing of datasets or sweeps;
 ``ghntrain.load_images`` builds them with trainable's cached decoder, and batches are augmented
@@ -31,9 +35,13 @@ from torch import nn
 from ghn import (
     GHN2,
     GHN2_SETTINGS,
+    GHN3,
     GHN2Config,
+    GHN3Config,
     Graph,
+    Graph3,
     build_graph,
+    build_graph3,
     load_ghn,
     predict_tensors,
     predicted_names,
@@ -44,6 +52,7 @@ from trainable import PAD, crop_flip, pad_for_crop, to_input
 
 log = logging.getLogger(__name__)
 _MODEL_CACHE = 512  # built (model, graph) pairs kept; small families repeat often
+MODELS = ("ghn2", "ghn3")  # the GHN kinds `python -m ghn train --model` builds
 
 
 @dataclass(frozen=True)
@@ -65,8 +74,13 @@ class TrainConfig:
     seed: int = 0  # architecture draws, image batches, GHN init
     checkpoint_every: int = 100  # steps (the last step always checkpoints)
     log_every: int = 10
+    model: str = field(default="ghn2", metadata={"help": "the GHN to train: ghn2 or ghn3"})
+    heads: int = field(default=8, metadata={"help": "GHN-3 attention heads (must divide hid)"})
+    layers: int = field(default=3, metadata={"help": "GHN-3 transformer layers"})
 
     def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         for name in ("steps", "meta_batch", "batch_size", "hid", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -76,6 +90,20 @@ class TrainConfig:
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}")
         ArchSampler(self.families, held_out=0)  # names the unknown families
+        if self.model == "ghn3":
+            self.ghn3_config(1)  # GHN3Config names what it refuses (heads, layers, hid)
+
+    def ghn3_config(self, num_classes: int) -> GHN3Config:
+        """The GHN-3 this run trains (``model='ghn3'``)."""
+        return GHN3Config(hid=self.hid, heads=self.heads, layers=self.layers,
+                          max_shape=tuple(self.max_shape), num_classes=num_classes)
+
+    def new_ghn(self, num_classes: int) -> GHN2 | GHN3:
+        """A freshly initialised GHN of this run's kind (seed the RNG first)."""
+        if self.model == "ghn3":
+            return GHN3(self.ghn3_config(num_classes))
+        return GHN2(GHN2Config(max_shape=tuple(self.max_shape), num_classes=num_classes,
+                               hid=self.hid))
 
 
 @dataclass
@@ -93,26 +121,37 @@ class TrainImages:
         return len(self.classes) or int(self.y.max()) + 1
 
 
-def prepare_arch(model: nn.Module, image_size: int, name: str) -> Graph:
-    """The graph of a training architecture; refuses one the GHN cannot predict entirely (a
-    parameter it never sees would train nothing and silently keep its random init)."""
+def prepare_arch(model: nn.Module, image_size: int, name: str, kind: str = "ghn2"
+                 ) -> Graph | Graph3:
+    """The graph of a training architecture, of the kind the GHN reads (``kind``: ghn2 or
+    ghn3); refuses one the GHN cannot predict entirely (a parameter it never sees would train
+    nothing and silently keep its random init)."""
+    size = (3, image_size, image_size)
     try:
-        graph = build_graph(model, (3, image_size, image_size))
+        graph = build_graph3(model, size) if kind == "ghn3" else build_graph(model, size)
     except ValueError as e:
         raise ValueError(f"architecture {name}: the GHN's graph builder cannot handle it: {e}")\
             from e
     predicted = predicted_names(graph, model)
     missing = [n for n, _ in model.named_parameters() if n not in predicted]
     if missing:
-        raise ValueError(f"architecture {name}: GHN-2 cannot predict {', '.join(missing)} "
-                         "(only Conv2d, Linear, BatchNorm2d and LayerNorm parameters on the "
-                         "path from input to output are predicted); leave such layers out")
+        raise ValueError(f"architecture {name}: {_KIND_NAMES[kind]} cannot predict "
+                         f"{', '.join(missing)} (only Conv2d, Linear, BatchNorm2d and LayerNorm "
+                         "parameters on the path from input to output are predicted); leave "
+                         "such layers out")
     return graph
 
 
-def ghn_checkpoint_config(ghn: GHN2) -> dict[str, Any]:
-    """The 'config' entry of an official GHN-2 checkpoint, as `load_ghn` reads it."""
+_KIND_NAMES = {"ghn2": "GHN-2", "ghn3": "GHN-3"}
+
+
+def ghn_checkpoint_config(ghn: GHN2 | GHN3) -> dict[str, Any]:
+    """The 'config' entry `load_ghn` reads: an official GHN-2 checkpoint's, or the project
+    GHN-3 format's (``{'ghn': 'ghn3', hid, heads, layers, ...}``)."""
     c = ghn.config
+    if isinstance(ghn, GHN3):  # as `save_ghn3` writes it
+        return {"ghn": "ghn3", "hid": c.hid, "heads": c.heads, "layers": c.layers,
+                "max_shape": list(c.max_shape), "num_classes": c.num_classes}
     return {**GHN2_SETTINGS, "hid": c.hid, "max_shape": list(c.max_shape),
             "num_classes": c.num_classes}
 
@@ -125,8 +164,7 @@ class Trainer:
         self.cfg, self.device = cfg, torch.device(device)
         self.num_classes = images.num_classes
         torch.manual_seed(cfg.seed)
-        self.ghn = GHN2(GHN2Config(max_shape=tuple(cfg.max_shape), num_classes=self.num_classes,
-                                   hid=cfg.hid))
+        self.ghn = cfg.new_ghn(self.num_classes)
         if init is not None:
             _load_matching(self.ghn, load_ghn(init))
         self.ghn.to(self.device).train()
@@ -146,22 +184,22 @@ class Trainer:
         self.images = _padded(images, self.device)
         self.step_count = 0
         self.meta: dict[str, Any] = {}  # the caller's own entries (data, tracking run id)
-        self._models: OrderedDict[ArchSpec, tuple[nn.Module, Graph]] = OrderedDict()
+        self._models: OrderedDict[ArchSpec, tuple[nn.Module, Graph | Graph3]] = OrderedDict()
+        self._unpredictable: set[ArchSpec] = set()
 
     # -- one step ---------------------------------------------------------------------------
 
     def step(self) -> dict[str, float]:
         """Sample a meta-batch and a batch, update the GHN on their mean cross-entropy."""
-        specs = [self.sampler.sample(self.arch_rng) for _ in range(self.cfg.meta_batch)]
+        nets = [self._draw() for _ in range(self.cfg.meta_batch)]
         x, y = self._batch()
         self.opt.zero_grad(set_to_none=True)
         loss_sum = correct = 0.0
-        for spec in specs:
-            model, graph = self._model(spec)
+        for model, graph in nets:
             params = predict_tensors(self.ghn, graph, model)
             logits = torch.func.functional_call(model, params, (x,))
             loss = F.cross_entropy(logits, y)
-            (loss / len(specs)).backward()  # one backward per net: the memory of one at a time
+            (loss / len(nets)).backward()  # one backward per net: the memory of one at a time
             loss_sum += loss.item()
             correct += (logits.argmax(1) == y).float().mean().item()
         if self.world > 1:
@@ -178,15 +216,35 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.step_count += 1
-        n = len(specs)
+        n = len(nets)
         return {"loss": loss_sum / n, "acc": correct / n, "lr": lr, "grad_norm": grad_norm}
 
-    def _model(self, spec: ArchSpec) -> tuple[nn.Module, Graph]:
+    def _draw(self) -> tuple[nn.Module, Graph | Graph3]:
+        """The next sampled architecture this GHN predicts entirely. GHN-3's graph builder
+        follows the official one, whose head heuristics lose the classifier bias of a few
+        sampled nets; those are redrawn (from the same seeded stream, so runs stay exact)
+        rather than trained with a parameter the GHN never sees. Every GHN-2 draw is kept."""
+        for _ in range(100):
+            spec = self.sampler.sample(self.arch_rng)
+            if spec in self._unpredictable:
+                continue
+            try:
+                return self._model(spec)
+            except ValueError as e:
+                if self.cfg.model != "ghn3":
+                    raise
+                self._unpredictable.add(spec)
+                log.info("skipping %s", e)
+        raise ValueError(f"no architecture of {self.cfg.families} that the GHN predicts "
+                         "entirely in 100 draws")
+
+    def _model(self, spec: ArchSpec) -> tuple[nn.Module, Graph | Graph3]:
+        """The built architecture and its graph of this GHN's kind, kept in an LRU cache."""
         if spec in self._models:
             self._models.move_to_end(spec)
             return self._models[spec]
         model = build(spec, self.num_classes)
-        graph = prepare_arch(model, self.cfg.image_size, spec.name)
+        graph = prepare_arch(model, self.cfg.image_size, spec.name, self.cfg.model)
         model.to(self.device)
         self._models[spec] = (model, graph)
         if len(self._models) > _MODEL_CACHE:
@@ -229,6 +287,8 @@ class Trainer:
             raise ValueError("checkpoint has no resume state (optimizer, RNGs): it was not "
                              "written by `python -m ghn train`; use --init to start from it")
         now = dataclasses.asdict(self.cfg)
+        # a field added since the run started reads as its default (e.g. model: ghn2)
+        saved = {**dataclasses.asdict(TrainConfig()), **saved}
         diff = {k: (_plain(saved.get(k)), _plain(v)) for k, v in now.items()
                 if _plain(saved.get(k)) != _plain(v)}
         if list(ckpt.get("classes", [])) != list(self.images.classes):
@@ -276,18 +336,23 @@ def _padded(images: TrainImages, device: torch.device) -> TrainImages:
                        images.mean.to(device), images.std.to(device), list(images.classes))
 
 
-def _load_matching(ghn: GHN2, source: GHN2) -> None:
+def _load_matching(ghn: GHN2 | GHN3, source: GHN2 | GHN3) -> None:
     """Fine-tune from another GHN: copy every tensor whose shape matches (a different class
-    count changes the classifier decoders, which then start fresh)."""
+    count changes the classifier decoders, which then start fresh). A GHN-2 and a GHN-3 share
+    no architecture, so one cannot start the other."""
+    if type(ghn) is not type(source):
+        raise ValueError(f"--init {source.checkpoint_id} is a {type(source).__name__}; this run "
+                         f"trains a {type(ghn).__name__} (--model)")
     own, fresh = ghn.state_dict(), []
     for k, v in source.state_dict().items():
-        if own[k].shape == v.shape:
+        if k in own and own[k].shape == v.shape:
             own[k].copy_(v)
         else:
             fresh.append(k)
     if fresh:
-        log.warning("--init %s: %s differ in shape (class count %d vs %d) and start fresh",
-                    source.checkpoint_id, ", ".join(fresh), source.num_classes, ghn.num_classes)
+        log.warning("--init %s: %s differ in shape (class count %d vs %d, or another size) "
+                    "and start fresh", source.checkpoint_id, ", ".join(fresh),
+                    source.num_classes, ghn.num_classes)
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""Which classes a sweep fine-tunes on, against those its GHN was trained on.
+"""Which classes a sweep fine-tunes on, against those its GHN was trained on; and which GHN.
 
 A gain from GHN init on classes the GHN has seen is not transfer: the report says which it is,
 from the parent run's tags written here (names in `contract`). A GHN trained here
 (``python -m ghn train``) records its classes in the checkpoint; the official GHN-2 checkpoints
-record none, and the tags say so rather than guess.
+record none, and the tags say so rather than guess. The same tags say whether the GHN is a
+GHN-2 or a GHN-3 (``ghn.kind``, ``ghn.config``).
 """
 
 from __future__ import annotations
@@ -38,28 +39,27 @@ def sweep_classes(cfg: SweepConfig) -> list[str] | None:
     return resolve_classes(cfg.classes, known, cfg.dataset)
 
 
-def ghn_training_classes(ghn: str) -> tuple[str, ...] | None:
-    """The classes checkpoint ``ghn`` records it was trained on; None when it records none.
-    Raises ValueError or OSError when the checkpoint cannot be read."""
-    from ghn import load_ghn
-
-    return getattr(load_ghn(ghn), "classes", None)
-
-
 def class_tags(cfg: SweepConfig) -> dict[str, str]:
-    """The parent run's class tags of sweep ``cfg`` (run after its data and checkpoint are in
-    place): the sweep's classes, the GHN's, and how many of the sweep's the GHN saw. A checkpoint
-    that cannot be read here leaves the GHN's unsaid (its trials will fail and say why)."""
+    """The parent run's tags of sweep ``cfg`` on its classes and its GHN (run after its data
+    and checkpoint are in place): the GHN's kind and size, the sweep's classes, the GHN's, and
+    how many of the sweep's the GHN saw. A checkpoint that cannot be read here leaves the GHN's
+    unsaid (its trials will fail and say why)."""
+    from ghn import load_ghn
+    from trainable import ghn_tags
+
     used = sweep_classes(cfg)
-    if used is None:
-        return {}
-    tags = {SWEEP_CLASSES_TAG: joined(used), SWEEP_NUM_CLASSES_TAG: str(len(used))}
+    tags = {} if used is None else {SWEEP_CLASSES_TAG: joined(used),
+                                     SWEEP_NUM_CLASSES_TAG: str(len(used))}
     try:
-        trained = ghn_training_classes(cfg.ghn)
+        ghn_net = load_ghn(cfg.ghn)
     except (OSError, ValueError, RuntimeError) as e:
-        log.warning("could not read the training classes of GHN %s (%s); the report will not "
-                    "say whether it saw this sweep's classes", cfg.ghn, e)
+        log.warning("could not read GHN %s (%s); the report will not say which GHN it is or "
+                    "whether it saw this sweep's classes", cfg.ghn, e)
         return tags
+    tags.update(ghn_tags(ghn_net))
+    if used is None:
+        return tags
+    trained = getattr(ghn_net, "classes", None)
     if trained is None:
         tags[GHN_TRAIN_CLASSES_TAG] = UNRECORDED
         log.info("classes: %d; the GHN checkpoint does not record its training classes",

@@ -41,7 +41,7 @@ class SweepConfig:
                                       "names (none given: all); e.g. the classes a GHN trained "
                                       "here did not see")
     ghn: str = _f(os.environ.get("GHN_CHECKPOINT", "ghn2-imagenet"),
-                  "GHN-2 checkpoint name or path")
+                  "GHN-2 or GHN-3 checkpoint: a name (ghn2-imagenet, ghn3-tm8, ...) or a path")
     lr_scale_min: float = _f(0.1, "learning rate searched as a multiple of each arch's recipe "
                                   "lr (log-uniform): low end (must be <= 1: the recipe's lr is "
                                   "a baseline)")

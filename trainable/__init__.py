@@ -29,6 +29,7 @@ from trainable._data import (
     to_input,
 )
 from trainable._loop import fit, train
+from trainable._model import ghn_tags
 from trainable._provenance import provenance
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "dataset_classes",
     "fit",
     "get_recipe",
+    "ghn_tags",
     "load_splits",
     "pad_for_crop",
     "prepare_data",

@@ -17,6 +17,8 @@ import torch
 import torchvision
 from torch import nn
 
+from contract import GHN_CONFIG_TAG, GHN_KIND_TAG
+
 from ._cache import cache_key, cached_torch, source_hash
 from ._config import TrialConfig
 
@@ -46,6 +48,21 @@ def build_model(cfg: TrialConfig, num_classes: int, *, classes: Sequence[str] = 
 
         apply_postproc(model, cfg.postproc, seed=cfg.seed)
     return model, tags
+
+
+def ghn_tags(ghn_net: nn.Module) -> dict[str, str]:
+    """What a loaded GHN is (``ghn.kind``: ghn2 or ghn3, and ``ghn.config``), for the tags of
+    the runs it initialises: a GHN-3 file and a GHN-2 one predict differently. GHN-2 weights
+    published with GHN-3 (run with GHN-3's semantics) are a GHN-2."""
+    from ghn import GHN3
+
+    c = ghn_net.config
+    kind = "ghn3" if isinstance(ghn_net, GHN3) else "ghn2"
+    parts = [f"hid={c.hid}"]
+    if kind == "ghn3":
+        parts += [f"heads={c.heads}", f"layers={c.layers}"]
+    parts += [f"max_shape={'x'.join(map(str, c.max_shape))}", f"classes={c.num_classes}"]
+    return {GHN_KIND_TAG: kind, GHN_CONFIG_TAG: ",".join(parts)}
 
 
 def classifier_applies(ghn_count: int, ghn_classes: tuple[str, ...] | None, count: int,
@@ -109,4 +126,4 @@ def _ghn_init(model: nn.Module, cfg: TrialConfig, num_classes: int,
     if entry["not_predicted"]:
         _logger.info("not predicted by the GHN (own init kept): %s", entry["not_predicted"])
     return {"ghn": cfg.ghn, "ghn.checkpoint": ghn_net.checkpoint_id,
-            "ghn.predict_classifier": str(predict_classifier)}
+            "ghn.predict_classifier": str(predict_classifier), **ghn_tags(ghn_net)}
