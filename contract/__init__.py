@@ -22,6 +22,8 @@ __all__ = [
     "EPOCH_METRICS",
     "ERROR_FILE_TAG",
     "EXPERIMENT_KIND",
+    "GHN_ARCH_FAMILY_SEEN_PREFIX",
+    "GHN_ARCH_TOP1_PREFIX",
     "GHN_CLASS_OVERLAP_TAG",
     "GHN_CONFIG_TAG",
     "GHN_KINDS",
@@ -94,6 +96,12 @@ SWEEP_NUM_CLASSES_TAG = "ghn_sweep.num_classes"  # how many (the names may be sh
 GHN_TRAIN_CLASSES_TAG = "ghn.train_classes"  # the checkpoint's own record, or UNRECORDED
 GHN_CLASS_OVERLAP_TAG = "ghn.class_overlap"  # how many of the sweep's classes the GHN saw
 UNRECORDED = "unrecorded"  # an official checkpoint names no training classes
+# How far each fine-tuned architecture is from those a GHN trained here learned on, per
+# architecture (the tag name ends in the torchvision name): the GHN's top-1 on its own classes'
+# test images with its predicted parameters and no fine-tuning (chance is 1/classes; near
+# chance: far), and whether the architecture's family was among the GHN's training families.
+GHN_ARCH_TOP1_PREFIX = "ghn.arch_top1."
+GHN_ARCH_FAMILY_SEEN_PREFIX = "ghn.arch_family_seen."
 # Which GHN predicted the parameters: on the parent run (and each GHN-init trial), so a result
 # says whether it came from a GHN-2 or a GHN-3, and of what size.
 GHN_KIND_TAG = "ghn.kind"  # ghn2 | ghn3

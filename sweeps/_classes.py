@@ -20,6 +20,7 @@ from contract import (
 )
 
 from ._config import SweepConfig
+from ._ghn_training import arch_distance_tags
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def class_tags(cfg: SweepConfig) -> dict[str, str]:
                     "whether it saw this sweep's classes", cfg.ghn, e)
         return tags
     tags.update(ghn_tags(ghn_net))
+    tags.update(arch_distance_tags(cfg, ghn_net))
     if used is None:
         return tags
     trained = getattr(ghn_net, "classes", None)

@@ -30,7 +30,8 @@ PAPER_RECIPES = {"resnet50": "resnet50_paper", "convnext_base": "convnext_paper"
 class SweepConfig:
     """One sweep of post-processing strength x learning rate x architecture."""
 
-    preset: str = _f("smoke", "smoke (CPU, minutes) | paper (GPUs, the paper's scale)")
+    preset: str = _f("smoke", "smoke (CPU, minutes) | transfer (CPU, a GHN trained here, unseen "
+                              "classes, about an hour) | paper (GPUs, the paper's scale)")
     num_samples: int = _f(8, "trials in all, baselines included")
     max_epochs: int = _f(3, "epochs of a trial that ASHA never stops")
     archs: tuple[str, ...] = _f(("resnet18",), "torchvision model names, comma-separated")
@@ -41,7 +42,19 @@ class SweepConfig:
                                       "names (none given: all); e.g. the classes a GHN trained "
                                       "here did not see")
     ghn: str = _f(os.environ.get("GHN_CHECKPOINT", "ghn2-imagenet"),
-                  "GHN-2 or GHN-3 checkpoint: a name (ghn2-imagenet, ghn3-tm8, ...) or a path")
+                  "GHN-2 or GHN-3 checkpoint: a name (ghn2-imagenet, ghn3-tm8, ...) or a path; "
+                  "empty: train one here first with the --ghn-train-* settings (cached)")
+    ghn_train_classes: tuple[str, ...] = _f(
+        ("airplane", "automobile", "bird", "cat", "deer"),
+        "with an empty --ghn: the dataset's classes the GHN trains on, comma-separated")
+    ghn_train_families: tuple[str, ...] = _f(
+        ("darts", "resnet", "mobilenet", "densenet"),
+        "with an empty --ghn: the architecture families it trains on (ghntrain.FAMILIES); "
+        "leaving convnext out makes ConvNeXt a novel architecture")
+    ghn_train_steps: int = _f(1500, "with an empty --ghn: its training steps")
+    ghn_train_hid: int = _f(32, "with an empty --ghn: its hidden size")
+    ghn_train_seed: int = _f(0, "with an empty --ghn: its training seed")
+    ghn_train_model: str = _f("ghn2", "with an empty --ghn: ghn2 | ghn3")
     lr_scale_min: float = _f(0.1, "learning rate searched as a multiple of each arch's recipe "
                                   "lr (log-uniform): low end (must be <= 1: the recipe's lr is "
                                   "a baseline)")
@@ -91,7 +104,7 @@ class SweepConfig:
         # Trials run in their own directories, so paths are made absolute here.
         if self.dataset not in ("cifar10", "cifar100"):
             object.__setattr__(self, "dataset", str(Path(self.dataset).resolve()))
-        if self.ghn not in CHECKPOINT_URLS:
+        if self.ghn and self.ghn not in CHECKPOINT_URLS:
             object.__setattr__(self, "ghn", str(Path(self.ghn).expanduser().resolve()))
 
     @property
@@ -123,6 +136,13 @@ class SweepConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
+    # Transfer on 2 CPU cores: a GHN trained here (the ghn_train_* defaults: five CIFAR-10
+    # classes, no ConvNeXt) initialises a ResNet and a ConvNeXt fine-tuned on the five classes
+    # it never saw; 6 epochs leave the first-epoch regime, 5 seeds repeat the best of each.
+    "transfer": {"ghn": "", "classes": ("dog", "frog", "horse", "ship", "truck"),
+                 "archs": ("resnet18", "convnext_tiny"), "n_shots": 100, "num_samples": 12,
+                 "max_epochs": 6, "grace_period": 2, "repeats": 5, "repeat_top": 1,
+                 "test_eval": "on_best_val", "checkpoint_every": 3},
     "paper": {"num_samples": 64, "max_epochs": 300, "archs": ("resnet50", "convnext_base"),
               "n_shots": 100, "recipe": "paper", "repeats": 3,
               # Four trials share each GPU (MPS runs their kernels side by side; see
@@ -204,9 +224,41 @@ def _validate_names(cfg: SweepConfig) -> None:
         _fail("test_eval", cfg.test_eval, f"must be one of {TEST_EVALS}")
     if cfg.compile not in COMPILE_MODES:
         _fail("compile", cfg.compile, f"must be one of {COMPILE_MODES}")
-    if cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
-        _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}")
+    if not cfg.ghn:
+        _validate_ghn_training(cfg)
+    elif cfg.ghn not in CHECKPOINT_URLS and not Path(cfg.ghn).expanduser().is_file():
+        _fail("ghn", cfg.ghn, f"must be a checkpoint file or one of {sorted(CHECKPOINT_URLS)}, "
+              "or empty to train one here")
     _validate_classes(cfg)
+
+
+def _validate_ghn_training(cfg: SweepConfig) -> None:
+    """The settings of the GHN an empty ``--ghn`` trains, checked now rather than after Ray
+    has started and the training task has failed."""
+    from ghntrain import FAMILIES, TrainConfig
+    from trainable import dataset_classes, resolve_classes
+
+    for field in ("ghn_train_steps", "ghn_train_hid"):
+        if getattr(cfg, field) < 1:
+            _fail(field, getattr(cfg, field), "must be >= 1")
+    unknown = [f for f in cfg.ghn_train_families if f not in FAMILIES]
+    if not cfg.ghn_train_families or unknown:
+        _fail("ghn_train_families", ",".join(cfg.ghn_train_families),
+              f"needs one or more of {', '.join(FAMILIES)}")
+    try:  # the training's own checks (the model kind, and GHN-3's hid against its heads)
+        TrainConfig(steps=cfg.ghn_train_steps, hid=cfg.ghn_train_hid,
+                    families=cfg.ghn_train_families, model=cfg.ghn_train_model)
+    except ValueError as e:
+        _fail("ghn_train_model", cfg.ghn_train_model, str(e))
+    if len(cfg.ghn_train_classes) < 2:
+        _fail("ghn_train_classes", cfg.ghn_train_classes, "needs at least two classes")
+    known = dataset_classes(cfg.dataset)
+    if known is not None:
+        try:
+            resolve_classes(cfg.ghn_train_classes, known, cfg.dataset)
+        except ValueError as e:
+            _fail("ghn_train_classes", ",".join(cfg.ghn_train_classes),
+                  str(e).removeprefix("data.classes: "))
 
 
 def _validate_classes(cfg: SweepConfig) -> None:

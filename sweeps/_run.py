@@ -1,4 +1,4 @@
-"""A sweep, top to bottom: checks, Ray, the search, the repeats, the outputs.
+"""A sweep, top to bottom: its GHN, checks, Ray, the search, the repeats, the outputs.
 
 Optuna TPE + ASHA over `trainable.run_trial`, tracked in MLflow; the modules each step calls
 never call back here.
@@ -16,6 +16,7 @@ from ray import tune
 from contract import METRIC
 
 from ._config import SweepConfig
+from ._ghn_training import with_ghn
 from ._grid import grid_trials, phase_interrupted
 from ._loopback import start_local_ray
 from ._outputs import log_closing_lines, log_resume_hint, write_outputs
@@ -33,8 +34,9 @@ def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     """Run the sweep ``cfg``: the search, then the repeats. Returns the exit status (130:
     interrupted by Ctrl-C, 143: by SIGTERM; ``argv``, default ``sys.argv[1:]``, is echoed in the
     hint to ``--resume``); raises `sweeps._preflight.BadInput` before Ray starts."""
-    cleared = preflight(cfg)
     quiet_tune()
+    cfg = with_ghn(cfg, start_ray)  # trains the GHN first, on Ray, when --ghn names none
+    cleared = preflight(cfg)
     start_ray(cfg)
     stop = StopSignals()
     stop.install()  # after Ray, whose own SIGTERM handlers would end the driver unsaved
@@ -86,7 +88,9 @@ def _repeat(cfg: SweepConfig, search: tune.ResultGrid, cleared: Cleared, out: Pa
 
 def start_ray(cfg: SweepConfig) -> None:
     """Join the cluster at ``--address``, or start Ray in this process, on 127.0.0.1 only
-    (`sweeps._loopback.start_local_ray`)."""
+    (`sweeps._loopback.start_local_ray`); once: training the GHN may have started it."""
+    if ray.is_initialized():
+        return
     if cfg.address:
         ray.init(address=cfg.address, logging_level=logging.WARNING, log_to_driver=False)
     else:
