@@ -14,6 +14,7 @@ parent run, names in ``contract``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fcntl
 import hashlib
@@ -184,3 +185,17 @@ def arch_distance_tags(cfg: SweepConfig, ghn_net: Any) -> dict[str, str]:
                  "(chance %.3f; family seen: %s)", arch, len(classes), result.predicted,
                  1 / len(classes), tags[GHN_ARCH_FAMILY_SEEN_PREFIX + arch])
     return tags
+
+
+def planned_ghn(cfg: SweepConfig) -> tuple[SweepConfig, dict[str, Any] | None]:
+    """For ``--dry-run``: ``cfg`` with the GHN it will use, and for an empty ``--ghn`` what the
+    sweep would train (the command, the cache file, whether it is there). The copy is made
+    without SweepConfig's checks, which would refuse a cache file not yet trained."""
+    if cfg.ghn:
+        return cfg, None
+    settings = training_settings(cfg)
+    path = cached_ghn_path(settings)
+    planned = copy.copy(cfg)
+    object.__setattr__(planned, "ghn", str(path))
+    return planned, {"command": train_command(settings, path), "cache_file": str(path),
+                     "cached": path.is_file()}

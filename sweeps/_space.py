@@ -179,6 +179,9 @@ def plan(cfg: SweepConfig) -> dict[str, Any]:
     trial's full TrialConfig (flat dotted keys)."""
     from trainable import dataset_classes
 
+    from ._ghn_training import planned_ghn
+
+    planned, ghn_plan = planned_ghn(cfg)
     archs = {}
     for arch in cfg.archs:
         base = recipe(cfg, arch)
@@ -193,4 +196,6 @@ def plan(cfg: SweepConfig) -> dict[str, Any]:
                       "sweep_path": cfg.sweep_path},
             "classes": list(cfg.classes) or dataset_classes(cfg.dataset) or "all",
             "archs": archs,
-            "baselines": [trial_config(c, cfg).to_flat() for c in baseline_configs(cfg)]}
+            "ghn_training": ghn_plan,
+            "baselines": [trial_config(c, planned).to_flat()
+                          for c in baseline_configs(planned)]}
