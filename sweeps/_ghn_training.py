@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0  # the driver says the training is alive this often
 STEPS_PER_S = 1.19  # GHN-2, hid 32, 2 CPU cores (docs/results.md): for the time estimate only
-EVAL_PER_CLASS = 100  # test images per class for the architecture distance
+EVAL_PER_CLASS = 50  # test images per class for the architecture distance
 
 
 def training_settings(cfg: SweepConfig) -> dict[str, Any]:
@@ -158,8 +158,8 @@ def arch_distance_tags(cfg: SweepConfig, ghn_net: Any) -> dict[str, str]:
     family was a training family, and the GHN's top-1 on its own classes' test images with the
     parameters it predicts for it, without fine-tuning (near chance: the GHN has little to
     offer it). Only for a GHN trained here, whose checkpoint names its classes and families;
-    empty otherwise, or when its data cannot be read here."""
-    from ghntrain import evaluate, load_images, named_archs, read_checkpoint
+    empty otherwise. The top-1s are cached beside the GHN: they cost a minute on 2 cores."""
+    from ghntrain import read_checkpoint
 
     try:
         ckpt = read_checkpoint(Path(cfg.ghn))
@@ -168,23 +168,45 @@ def arch_distance_tags(cfg: SweepConfig, ghn_net: Any) -> dict[str, str]:
     train_config, classes = ckpt.get("train_config"), ckpt.get("classes")
     if not train_config or not classes:
         return {}
-    tags = {GHN_ARCH_FAMILY_SEEN_PREFIX + a: str(arch_family(a) in train_config["families"])
-            .lower() for a in cfg.archs}
-    data = ckpt.get("meta", {}).get("data", cfg.dataset)
+    tags = {}
+    top1 = _ghn_top1(cfg, ghn_net, ckpt)
+    for arch in cfg.archs:
+        seen = str(arch_family(arch) in train_config["families"]).lower()
+        tags[GHN_ARCH_FAMILY_SEEN_PREFIX + arch] = seen
+        if arch in top1:
+            tags[GHN_ARCH_TOP1_PREFIX + arch] = f"{top1[arch]:.4f}"
+            log.info("%s: the GHN's own top-1 on its %d classes, without fine-tuning: %.3f "
+                     "(chance %.3f; family seen: %s)", arch, len(classes), top1[arch],
+                     1 / len(classes), seen)
+    return tags
+
+
+def _ghn_top1(cfg: SweepConfig, ghn_net: Any, ckpt: dict[str, Any]) -> dict[str, float]:
+    """arch -> the GHN's top-1 with its predicted parameters, from the cache file beside the
+    GHN where it has them; measured (and cached) for the others. Empty when the GHN's data
+    cannot be read here."""
+    from ghntrain import evaluate, load_images, named_archs
+
+    cache = Path(cfg.ghn).with_suffix(".top1.json")
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    missing = [a for a in cfg.archs if a not in known]
+    if not missing:
+        return known
+    data, classes = ckpt.get("meta", {}).get("data", cfg.dataset), ckpt["classes"]
     try:
         images = load_images(data, tuple(classes), "test", EVAL_PER_CLASS)
     except (OSError, RuntimeError, ValueError) as e:
-        log.warning("GHN's distance to the architectures not measured: its data %s: %s",
+        log.warning("the GHN's distance to the architectures is not measured: its data %s: %s",
                     data, e)
-        return tags
-    results = evaluate(ghn_net, named_archs(list(cfg.archs), len(classes)), images.x,
-                       images.y, images.mean, images.std, image_size=train_config["image_size"])
-    for arch, result in zip(cfg.archs, results, strict=True):
-        tags[GHN_ARCH_TOP1_PREFIX + arch] = f"{result.predicted:.4f}"
-        log.info("%s: the GHN's own top-1 on its %d classes, without fine-tuning: %.3f "
-                 "(chance %.3f; family seen: %s)", arch, len(classes), result.predicted,
-                 1 / len(classes), tags[GHN_ARCH_FAMILY_SEEN_PREFIX + arch])
-    return tags
+        return known
+    results = evaluate(ghn_net, named_archs(missing, len(classes)), images.x, images.y,
+                       images.mean, images.std, image_size=ckpt["train_config"]["image_size"])
+    known.update({a: r.predicted for a, r in zip(missing, results, strict=True)})
+    with _locked(cache):
+        tmp = cache.with_name(cache.name + ".tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        tmp.replace(cache)
+    return known
 
 
 def planned_ghn(cfg: SweepConfig) -> tuple[SweepConfig, dict[str, Any] | None]:
