@@ -17,6 +17,8 @@ import pandas as pd
 from scipy import stats
 
 from contract import (
+    GHN_ARCH_FAMILY_SEEN_PREFIX,
+    GHN_ARCH_TOP1_PREFIX,
     GHN_CLASS_OVERLAP_TAG,
     GHN_CONFIG_TAG,
     GHN_KIND_TAG,
@@ -48,7 +50,7 @@ def findings(comp: pd.DataFrame, df: pd.DataFrame, tags: dict[str, str]) -> list
     if not archs:
         return ["No trial has a validation accuracy yet: there is nothing to find."]
     rows = {arch: comp[comp["arch"] == arch].set_index("method") for arch in archs}
-    return [class_paragraph(tags), ghn_paragraph(rows), diversity_paragraph(rows, df),
+    return [class_paragraph(tags), ghn_paragraph(rows, tags), diversity_paragraph(rows, df),
             postproc_paragraph(rows)]
 
 
@@ -126,8 +128,25 @@ def _hint(sentences: list[str]) -> str:
     return f" Where one seed could not answer, {REPEAT_HINT}." if few else ""
 
 
-def ghn_paragraph(rows: dict[str, pd.DataFrame]) -> str:
-    """(a) GHN init, without and with post-processing, against random init, per architecture."""
+def distance_phrase(arch: str, tags: dict[str, str]) -> str:
+    """How far ``arch`` is from the GHN's training architectures, where the sweep measured it
+    (a GHN trained here): a gain on a far architecture is the harder transfer."""
+    seen = tags.get(GHN_ARCH_FAMILY_SEEN_PREFIX + arch)
+    if seen is None:
+        return ""
+    family = "a family the GHN trained on" if seen == "true" else "a family new to the GHN"
+    top1 = tags.get(GHN_ARCH_TOP1_PREFIX + arch)
+    n = tags.get(GHN_TRAIN_CLASSES_TAG, "").count(",") + 1
+    own = (f"; the GHN's predicted parameters, without fine-tuning, reach "
+           f"{100 * float(top1):.1f}% on its own {n} classes, chance {100 / n:.1f}%"
+           if top1 else "")
+    return f" ({family}{own})"
+
+
+def ghn_paragraph(rows: dict[str, pd.DataFrame], tags: dict[str, str] | None = None) -> str:
+    """(a) GHN init, without and with post-processing, against random init, per architecture,
+    with each architecture's distance from the GHN's training architectures where known."""
+    tags = tags or {}
     parts = []
     for arch, r in rows.items():
         if _row(r, "random") is None:
@@ -137,7 +156,7 @@ def ghn_paragraph(rows: dict[str, pd.DataFrame]) -> str:
         plain = compare("GHN init", "random init", _row(r, "ghn"), _row(r, "random"))
         pp = compare("GHN + post-processing", "random init", _row(r, "ghn+pp"),
                      _row(r, "random"))
-        parts.append(f"For {arch}, {plain}; {pp}.")
+        parts.append(f"For {arch}{distance_phrase(arch, tags)}, {plain}; {pp}.")
     return ("**GHN init against random init.** Test accuracy at the best-validation epoch of "
             "the configuration validation chose for each method, measured again on the repeat "
             "seeds and paired seed by seed (95% Student's t interval). " + " ".join(parts)

@@ -146,3 +146,17 @@ def test_one_architecture_cannot_speak_across_architectures(synthetic, tmp_path)
     df = frame(trials_table(sweep))
     text = findings(comparison(df), df, sweep.tags)[2]
     assert "With one architecture, nothing can be said across architectures." in text
+
+
+def test_each_architectures_distance_from_the_ghns_is_said_where_it_was_measured():
+    from analysis._findings import distance_phrase
+    from contract import GHN_ARCH_FAMILY_SEEN_PREFIX, GHN_ARCH_TOP1_PREFIX, GHN_TRAIN_CLASSES_TAG
+
+    tags = {GHN_ARCH_FAMILY_SEEN_PREFIX + "convnext_tiny": "false",
+            GHN_ARCH_TOP1_PREFIX + "convnext_tiny": "0.1760",
+            GHN_ARCH_FAMILY_SEEN_PREFIX + "resnet18": "true",
+            GHN_TRAIN_CLASSES_TAG: "airplane,automobile,bird,cat,deer"}
+    far = distance_phrase("convnext_tiny", tags)
+    assert "a family new to the GHN" in far and "17.6% on its own 5 classes, chance 20.0%" in far
+    assert distance_phrase("resnet18", tags) == " (a family the GHN trained on)"
+    assert distance_phrase("vgg11", tags) == ""
