@@ -55,6 +55,10 @@ class SweepConfig:
     ghn_train_hid: int = _f(32, "with an empty --ghn: its hidden size")
     ghn_train_seed: int = _f(0, "with an empty --ghn: its training seed")
     ghn_train_model: str = _f("ghn2", "with an empty --ghn: ghn2 | ghn3")
+    ghn_distance_per_class: int = _f(50, "for a GHN trained here: test images per class of its "
+                                         "own classes on which each arch's predicted "
+                                         "parameters are scored, the arch's distance from the "
+                                         "GHN's (0: not measured)")
     lr_scale_min: float = _f(0.1, "learning rate searched as a multiple of each arch's recipe "
                                   "lr (log-uniform): low end (must be <= 1: the recipe's lr is "
                                   "a baseline)")
@@ -182,8 +186,9 @@ def _validate(cfg: SweepConfig) -> None:
     if not cfg.lr_scale_min <= 1 <= cfg.lr_scale_max:
         _fail("lr_scale_min", (cfg.lr_scale_min, cfg.lr_scale_max), "the range must contain 1: "
               "the baselines run at each recipe's own learning rate")
-    if cfg.repeats < 0:
-        _fail("repeats", cfg.repeats, "must be >= 0")
+    for field in ("repeats", "ghn_distance_per_class"):
+        if getattr(cfg, field) < 0:
+            _fail(field, getattr(cfg, field), "must be >= 0")
     for field in ("num_samples", "max_epochs", "n_shots", "max_concurrent", "grace_period",
                   "checkpoint_every", "repeat_top"):
         if getattr(cfg, field) < 1:

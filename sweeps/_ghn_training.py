@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 30.0  # the driver says the training is alive this often
 STEPS_PER_S = 1.19  # GHN-2, hid 32, 2 CPU cores (docs/results.md): for the time estimate only
-EVAL_PER_CLASS = 50  # test images per class for the architecture distance
 
 
 def training_settings(cfg: SweepConfig) -> dict[str, Any]:
@@ -158,7 +157,8 @@ def arch_distance_tags(cfg: SweepConfig, ghn_net: Any) -> dict[str, str]:
     family was a training family, and the GHN's top-1 on its own classes' test images with the
     parameters it predicts for it, without fine-tuning (near chance: the GHN has little to
     offer it). Only for a GHN trained here, whose checkpoint names its classes and families;
-    empty otherwise. The top-1s are cached beside the GHN: they cost a minute on 2 cores."""
+    empty otherwise. The top-1s are cached beside the GHN: on 50 images per class they cost
+    about 40 s on 2 cores."""
     from ghntrain import read_checkpoint
 
     try:
@@ -187,14 +187,15 @@ def _ghn_top1(cfg: SweepConfig, ghn_net: Any, ckpt: dict[str, Any]) -> dict[str,
     cannot be read here."""
     from ghntrain import evaluate, load_images, named_archs
 
-    cache = Path(cfg.ghn).with_suffix(".top1.json")
+    per_class = cfg.ghn_distance_per_class
+    cache = Path(cfg.ghn).with_suffix(f".top1-{per_class}.json")
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     missing = [a for a in cfg.archs if a not in known]
-    if not missing:
+    if not missing or not per_class:
         return known
     data, classes = ckpt.get("meta", {}).get("data", cfg.dataset), ckpt["classes"]
     try:
-        images = load_images(data, tuple(classes), "test", EVAL_PER_CLASS)
+        images = load_images(data, tuple(classes), "test", per_class)
     except (OSError, RuntimeError, ValueError) as e:
         log.warning("the GHN's distance to the architectures is not measured: its data %s: %s",
                     data, e)

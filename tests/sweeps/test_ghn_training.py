@@ -43,6 +43,7 @@ def test_the_transfer_preset_fine_tunes_on_classes_and_an_architecture_the_ghn_n
     ({"ghn_train_model": "ghn4"}, "--ghn-train-model"),
     ({"ghn_train_classes": ("cat",)}, "--ghn-train-classes"),
     ({"ghn_train_classes": ("cat", "unicorn")}, "--ghn-train-classes"),
+    ({"ghn_distance_per_class": -1}, "--ghn-distance-per-class"),
 ])
 def test_bad_ghn_training_settings_are_refused_when_the_configuration_is_built(fields, flag):
     with pytest.raises(ValueError, match=flag):

@@ -23,7 +23,8 @@ from contract import (
 SCRIPT = Path(__file__).resolve().parents[2] / "sweeps" / "noise_vs_lr.py"
 TINY = ["--preset", "transfer", "--ghn-train-steps", "3", "--ghn-train-hid", "8",
         "--archs", "resnet18,convnext_tiny", "--n-shots", "5", "--num-samples", "2",
-        "--max-epochs", "1", "--grace-period", "1", "--checkpoint-every", "1", "--repeats", "0"]
+        "--max-epochs", "1", "--grace-period", "1", "--checkpoint-every", "1", "--repeats", "0",
+        "--ghn-distance-per-class", "4"]
 
 
 def _sweep(tmp_path: Path, data: Path, name: str) -> subprocess.CompletedProcess:
