@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 def run(cfg: SweepConfig, argv: list[str] | None = None) -> int:
     """Run the sweep ``cfg``: the search, then the repeats. Returns the exit status (130:
     interrupted by Ctrl-C, 143: by SIGTERM; ``argv``, default ``sys.argv[1:]``, is echoed in the
-    hint to ``--resume``); raises `sweeps._preflight.BadInput` before Ray starts."""
+    hint to ``--resume``); raises `sweeps._preflight.BadInput` before any trial (and before Ray
+    starts, unless an empty ``--ghn`` had it train the GHN first)."""
     quiet_tune()
     cfg = with_ghn(cfg, start_ray)  # trains the GHN first, on Ray, when --ghn names none
     cleared = preflight(cfg)
