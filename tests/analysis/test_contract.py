@@ -15,6 +15,7 @@ class Trial:
 
     def __init__(self, trial_id: str, **config):
         self.trial_id, self.error_file = trial_id, None
+        self.status, self.last_result = "RUNNING", {}
         self.config = {"optim.epochs": 3, **config}
         self.resolved = TrialConfig.from_flat(
             {k: v for k, v in self.config.items()
