@@ -146,7 +146,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "transfer": {"ghn": "", "classes": ("dog", "frog", "horse", "ship", "truck"),
                  "archs": ("resnet18", "convnext_tiny"), "n_shots": 100, "num_samples": 12,
                  "max_epochs": 6, "grace_period": 2, "repeats": 5, "repeat_top": 1,
-                 "test_eval": "on_best_val", "checkpoint_every": 3},
+                 "test_eval": "on_best_val", "checkpoint_every": 3, "recipe": "transfer"},
     "paper": {"num_samples": 64, "max_epochs": 300, "archs": ("resnet50", "convnext_base"),
               "n_shots": 100, "recipe": "paper", "repeats": 3,
               # Four trials share each GPU (MPS runs their kernels side by side; see
