@@ -7,8 +7,6 @@ import hashlib
 import logging
 import os
 import pickle
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -29,12 +27,13 @@ from ghn._model import GHN2, GHN2Config, expected_state_shapes
 
 log = logging.getLogger(__name__)
 
-# The official files, in the checkpoints/ folder of facebookresearch/ppuda.
+# The official files, in the checkpoints/ folder of facebookresearch/ppuda at the commit whose
+# GHN-2 this package reproduces (a commit, not a branch: the file behind the URL cannot move).
+PPUDA_COMMIT = "4673a42"
 CHECKPOINT_URLS = {
-    "ghn2-imagenet": "https://github.com/facebookresearch/ppuda/raw/main/checkpoints/ghn2_imagenet.pt",
-    "ghn2-cifar10": "https://github.com/facebookresearch/ppuda/raw/main/checkpoints/ghn2_cifar10.pt",
-    **GHN3_URLS,
-}
+    name: f"https://github.com/facebookresearch/ppuda/raw/{PPUDA_COMMIT}/checkpoints/{file}"
+    for name, file in [("ghn2-imagenet", "ghn2_imagenet.pt"), ("ghn2-cifar10", "ghn2_cifar10.pt")]
+} | GHN3_URLS
 # What ppuda assumes for keys a checkpoint's config leaves out; only GHN-2's values are accepted.
 _CONFIG_DEFAULTS = {"hypernet": "gatedgnn", "decoder": "conv", "weight_norm": False, "ve": False,
                     "layernorm": False, "hid": 32}
@@ -66,22 +65,18 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 
 def _download(url: str, target: Path, name: str) -> None:
+    """torch.hub's downloader, which writes a temporary file and renames it when complete. The
+    file's sha256 is logged, for a machine with network access to record beside the URL."""
     log.info("downloading %s from %s", name, url)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, target)
+        torch.hub.download_url_to_file(url, str(target), progress=False)
     except OSError as e:
         raise FileNotFoundError(
             f"could not download GHN checkpoint {name!r} from {url} ({e}). On a machine without "
             f"network access, download that file elsewhere and put it at {target}, "
             "or pass a local path instead of the name."
         ) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    log.info("downloaded %s to %s (sha256 %s)", name, target, _sha256(target))
 
 
 def load_ghn(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"

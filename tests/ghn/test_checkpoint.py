@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from ghn import CHECKPOINT_URLS, GHN2, load_ghn, resolve_checkpoint
-from ghn import _checkpoint as checkpoint_module
 
 
 @pytest.fixture
@@ -91,12 +90,12 @@ def test_name_is_downloaded_once_into_the_cache(tmp_path, monkeypatch, imagenet_
     path = resolve_checkpoint("ghn2-imagenet")
     assert path == tmp_path / "cache" / "checkpoints" / imagenet_ckpt.name
     assert path.read_bytes() == imagenet_ckpt.read_bytes()
-    assert not list(path.parent.glob("*.part"))  # written atomically, no leftovers
+    assert not list(path.parent.glob("*.partial"))  # written atomically, no leftovers
 
     def no_network(*args, **kwargs):
         raise AssertionError("a cached checkpoint must not be downloaded again")
 
-    monkeypatch.setattr(checkpoint_module.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
     assert resolve_checkpoint("ghn2-imagenet") == path
     assert load_ghn("ghn2-imagenet").num_classes == 1000
 
@@ -107,12 +106,12 @@ def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch)
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(checkpoint_module.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
     with pytest.raises(FileNotFoundError) as err:
         resolve_checkpoint("ghn2-cifar10")
     assert str(tmp_path / "checkpoints" / "ghn2_cifar10.pt") in str(err.value)
     assert not (tmp_path / "checkpoints" / "ghn2_cifar10.pt").exists()
-    assert not list((tmp_path / "checkpoints").glob("*.part"))  # no partial file left
+    assert not list((tmp_path / "checkpoints").glob("*.partial"))  # no partial file left
 
 
 def test_recorded_classes_load_and_are_checked(reference_dir, tmp_path):

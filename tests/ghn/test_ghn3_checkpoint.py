@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import urllib.request
+import urllib.error
 import warnings
 from collections import OrderedDict
 
@@ -157,11 +157,11 @@ def test_known_names_download_once_with_a_clear_offline_error(tmp_path, monkeypa
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
     with pytest.raises(FileNotFoundError, match="ghn3tm8.pt") as err:
         resolve_checkpoint("ghn3-tm8")
     assert "huggingface.co/SamsungSAILMontreal/ghn3/resolve/" in str(err.value)
-    assert not any(p.suffix == ".part" for p in tmp_path.rglob("*"))
+    assert not any(p.suffix == ".partial" for p in tmp_path.rglob("*"))
     cached = tmp_path / "checkpoints" / "ghn3tm8.pt"
     save_official_format(_random_ghn3().state_dict(), cached)
     assert resolve_checkpoint("ghn3-tm8") == cached  # already there: no download attempted
