@@ -1,0 +1,238 @@
+"""A lost node costs one checkpoint interval, nothing else: the drill with two Ray nodes here.
+
+A head that runs no trials (0 CPUs, as cluster.yaml's head) and a worker node are each a
+``ray start --block`` of this test, in a session of their own, with their own temp dir, ports
+and auth token, so nothing here can reach or be reached by another Ray on the machine. The
+sweep's driver joins with ``--address``; once a trial has saved a checkpoint and before it ends,
+the worker node is SIGKILLed whole (raylet, agents, the trials' processes), and a new worker
+node joins in its place, as the autoscaler would start one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from contract import RETRIED_TAG, SWEEP_TAG, TRIAL_ID_TAG
+
+SCRIPT = Path(__file__).resolve().parents[2] / "sweeps" / "noise_vs_lr.py"
+EPOCHS, EVERY, TRIALS = 4, 2, 2  # checkpoints after epochs 2 and 4; the kill falls in between
+COUNTS = re.compile(r"(\d+) running · (\d+) finished · (\d+) stopped early · (\d+) diverged · "
+                    r"(\d+) failed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class RayNodes:
+    """The Ray nodes this test starts, each a ``ray start --block`` in a session of its own.
+
+    ``kill(name)`` is a lost machine: SIGKILL to all the node's processes, no clean-up by Ray.
+    ``close()`` kills every node left (the fixture's finalizer), and only those.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root, self.env = root, env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.temp_dirs: list[str] = []
+        self.address = f"127.0.0.1:{_free_port()}"
+
+    def start(self, name: str, *args: str, timeout_s: float = 90) -> subprocess.Popen:
+        # Each node its own temp dir, as on its own machine; short, for Ray's socket paths
+        # (at most 107 bytes), so not under pytest's tmp_path.
+        temp_dir = tempfile.mkdtemp(prefix=f"rn-{name}-", dir="/tmp")
+        head = ["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard",
+                "false"] if name == "head" else ["--address", self.address]
+        log = self.root / f"{name}.log"
+        with open(log, "w") as out:
+            # Ports Ray would otherwise take by default (52365), shared with other Rays here.
+            proc = subprocess.Popen(
+                ["ray", "start", "--block", *head, "--temp-dir", temp_dir,
+                 "--dashboard-agent-listen-port", str(_free_port()),
+                 "--disable-usage-stats", *args],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        self.temp_dirs.append(temp_dir)
+        deadline = time.time() + timeout_s
+        while "Ray runtime started" not in log.read_text():
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"ray start ({name}) failed:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return proc
+
+    def pids(self, name: str) -> set[int]:
+        """Every process of the node now: its session's (Ray puts each worker process in a
+        process group of its own, but not in a session of its own)."""
+        import psutil
+
+        sid = self.procs[name].pid  # start_new_session: the session's id is ray start's pid
+        out = set()
+        for pid in psutil.pids():
+            try:
+                if os.getsid(pid) == sid:
+                    out.add(pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return out
+
+    def kill(self, name: str) -> None:
+        """SIGKILL to every process of the node at once, until none is left."""
+        for _ in range(50):
+            pids = self.pids(name)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        self.procs[name].wait(timeout=30)
+
+    def close(self) -> None:
+        for name in self.procs:
+            self.kill(name)
+        for temp_dir in self.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_nodes(tmp_path):
+    # Token authentication with a token of this test's own: nothing else reaches these nodes
+    # (they listen on the machine's address, as a cluster's do).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               RAY_USAGE_STATS_ENABLED="0", GHN_SWEEP_CACHE=str(tmp_path / "cache"))
+    nodes = RayNodes(tmp_path, env)
+    yield nodes
+    nodes.close()
+
+
+def _trial_dirs(sweep_dir: Path) -> list[Path]:
+    return [d for d in sweep_dir.glob("sweep_trial_*") if d.is_dir()]
+
+
+def _reports(trial_dir: Path) -> list[dict]:
+    """The trial's reports as Tune's result.json holds them (epoch, pid, checkpoint)."""
+    path = trial_dir / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _kill_moment(client: MlflowClient, sweep_dir: Path, driver: subprocess.Popen,
+                 timeout_s: float) -> list[Path]:
+    """Wait until the driver has a trial's first checkpoint, and no trial has ended: the dirs of
+    the trials with a checkpoint then.
+
+    The driver logs an epoch to MLflow once Tune has taken its result, checkpoint included
+    (Tune's result.json reaches the storage only when a trial ends).
+    """
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and driver.poll() is None:
+        exp = client.get_experiment_by_name("ghn-sweep")
+        runs = client.search_runs([exp.experiment_id], "metrics.epoch >= 1") if exp else []
+        last = {r.data.tags.get(TRIAL_ID_TAG): r.data.metrics["epoch"] for r in runs}
+        if any(epoch >= EPOCHS for epoch in last.values()):
+            pytest.fail("a trial ended before the kill: the epochs are too short to hit")
+        saved = [d for d in _trial_dirs(sweep_dir) if last.get(_trial_id(d), 0) >= EVERY]
+        if saved:
+            return saved
+        time.sleep(0.1)
+    pytest.fail(f"no checkpoint within {timeout_s} s (driver exit status {driver.poll()})")
+
+
+def _trial_id(trial_dir: Path) -> str:
+    return trial_dir.name.split("_")[2]  # sweep_trial_<id>_<n>_...
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, reference_dir,
+                                                       cifar_jpeg_dir):
+    start = time.time()
+    ray_nodes.start("head", "--num-cpus", "0")  # runs the driver and no trial, as cluster.yaml's
+    ray_nodes.start("worker1", "--num-cpus", str(TRIALS))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir),
+            "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
+            "--storage", (tmp_path / "ray_results").as_uri(), "--tracking-uri", uri,
+            "--address", ray_nodes.address, "--n-shots", "5", "--repeats", "0",
+            "--num-samples", str(TRIALS), "--max-concurrent", str(TRIALS),
+            "--max-epochs", str(EPOCHS), "--grace-period", str(EPOCHS),  # ASHA stops none
+            "--checkpoint-every", str(EVERY)]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen(argv, cwd=tmp_path, env=ray_nodes.env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
+        saved = _kill_moment(MlflowClient(uri), sweep_dir, driver, timeout_s=300)
+        doomed = ray_nodes.pids("worker1")
+        ray_nodes.kill("worker1")  # the machine is gone: raylet, agents, trials, all at once
+        killed_at = time.time() - start
+        ray_nodes.start("worker2", "--num-cpus", str(TRIALS))  # the replacement
+        driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    output = log.read_text()
+    print(f"drill: worker killed at {killed_at:.0f} s, sweep done at {time.time() - start:.0f} s")
+    assert driver.returncode == 0, output[-3000:]
+
+    # Tune's record: every trial ran all its epochs; the ones killed resumed after their last
+    # checkpoint, and only the epochs since then were reported twice.
+    dirs = _trial_dirs(sweep_dir)
+    assert len(dirs) == TRIALS and saved
+    for d in dirs:
+        reports = _reports(d)
+        epochs = [int(r["epoch"]) for r in reports]
+        assert epochs[-1] == EPOCHS and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
+        before = [r for r in reports if r["pid"] in doomed]  # on the killed node
+        after = [r for r in reports if r["pid"] not in doomed]
+        assert before, f"{d.name} did not run on the killed node"
+        if before[-1]["epoch"] == EPOCHS:
+            continue  # it had ended
+        kept = max([int(r["epoch"]) for r in before if r["checkpoint_dir_name"]], default=0)
+        assert (d in saved) == (kept > 0)
+        assert int(after[0]["epoch"]) == kept + 1, epochs  # from its checkpoint, no earlier
+        redone = {e for e in epochs if epochs.count(e) > 1}
+        assert all(kept < e < kept + EVERY for e in redone), epochs  # lost: < one interval
+    table = pq.read_table(sweep_dir / "results.parquet").to_pylist()
+    assert len(table) == TRIALS and all(r["epochs"] == EPOCHS for r in table)
+
+    # MLflow's record: one run per trial, continued in place, each epoch once.
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ghn-sweep")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    (parent,) = [r for r in runs if SWEEP_TAG in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == len({c.data.tags[TRIAL_ID_TAG] for c in children}) == TRIALS
+    assert all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
+        assert steps == list(range(1, EPOCHS + 1)), steps
+    retried = {c.data.tags[TRIAL_ID_TAG] for c in children if RETRIED_TAG in c.data.tags}
+    assert retried >= {_trial_id(d) for d in saved}
+
+    # The counts are an uninterrupted sweep's.
+    counts = [tuple(map(int, m.groups())) for m in map(COUNTS.search, output.splitlines()) if m]
+    assert counts[-1] == (0, TRIALS, 0, 0, 0), counts[-1]
+    metrics = parent.data.metrics
+    assert (metrics["trials_finished"], metrics["trials_failed"]) == (TRIALS, 0)
