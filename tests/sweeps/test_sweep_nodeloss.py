@@ -64,8 +64,8 @@ class RayNodes:
         with open(log, "w") as out:
             # Ports Ray would otherwise take by default (52365), shared with other Rays here.
             proc = subprocess.Popen(
-                ["ray", "start", "--block", *head, "--temp-dir", temp_dir,
-                 "--dashboard-agent-listen-port", str(_free_port()),
+                [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *head,
+                 "--temp-dir", temp_dir, "--dashboard-agent-listen-port", str(_free_port()),
                  "--disable-usage-stats", *args],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
@@ -233,6 +233,11 @@ def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, ref
         assert steps == list(range(1, EPOCHS + 1)), steps
     retried = {c.data.tags[TRIAL_ID_TAG] for c in children if RETRIED_TAG in c.data.tags}
     assert retried >= {_trial_id(d) for d in saved}
+
+    # The driver said which trials it retried, and from where.
+    for d in saved:
+        assert re.search(rf"trial sweep_trial_{_trial_id(d)} .*stopped unexpectedly; retry 1 of "
+                         rf"\d+ \(--max-failures\), from its checkpoint at epoch {EVERY}", output)
 
     # The counts are an uninterrupted sweep's.
     counts = [tuple(map(int, m.groups())) for m in map(COUNTS.search, output.splitlines()) if m]
