@@ -145,15 +145,16 @@ def _kill_moment(client: MlflowClient, driver: subprocess.Popen, timeout_s: floa
     (Tune's result.json reaches the storage only when a trial ends).
     """
     deadline = time.time() + timeout_s
+    exp = None
     while time.time() < deadline and driver.poll() is None:
-        exp = client.get_experiment_by_name("ghn-sweep")
+        time.sleep(0.5)  # an epoch takes a few seconds; the driver needs the CPU more
+        exp = exp or client.get_experiment_by_name("ghn-sweep")
         runs = client.search_runs([exp.experiment_id], "metrics.epoch >= 1") if exp else []
         epochs = [r.data.metrics["epoch"] for r in runs]
         if any(EVERY <= e < EPOCHS for e in epochs):
             return
         if len(epochs) == TRIALS and min(epochs) >= EPOCHS:
             pytest.fail("the trials ended before the kill: their epochs are too short to hit")
-        time.sleep(0.25)
     pytest.fail(f"no checkpoint within {timeout_s} s (driver exit status {driver.poll()})")
 
 
