@@ -54,28 +54,29 @@ class RayNodes:
         self.temp_dirs: list[str] = []
         self.address = f"127.0.0.1:{_free_port()}"
 
-    def start(self, name: str, *args: str, timeout_s: float = 90) -> subprocess.Popen:
+    def start(self, name: str, *args: str) -> None:
+        """Start node ``name`` (``--num-cpus`` etc. in ``args``); `wait` for it to be up."""
         # Each node its own temp dir, as on its own machine; short, for Ray's socket paths
         # (at most 107 bytes), so not under pytest's tmp_path.
         temp_dir = tempfile.mkdtemp(prefix=f"rn-{name}-", dir="/tmp")
+        self.temp_dirs.append(temp_dir)
         head = ["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard",
                 "false"] if name == "head" else ["--address", self.address]
-        log = self.root / f"{name}.log"
-        with open(log, "w") as out:
+        with open(self.root / f"{name}.log", "w") as out:
             # Ports Ray would otherwise take by default (52365), shared with other Rays here.
-            proc = subprocess.Popen(
+            self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", *head,
                  "--temp-dir", temp_dir, "--dashboard-agent-listen-port", str(_free_port()),
                  "--disable-usage-stats", *args],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        self.temp_dirs.append(temp_dir)
+
+    def wait(self, name: str, timeout_s: float = 90) -> None:
+        log, proc = self.root / f"{name}.log", self.procs[name]
         deadline = time.time() + timeout_s
         while "Ray runtime started" not in log.read_text():
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"ray start ({name}) failed:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        return proc
 
     def pids(self, name: str) -> set[int]:
         """Every process of the node now: its session's (Ray puts each worker process in a
@@ -168,7 +169,8 @@ def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, ref
                                                        cifar_jpeg_dir):
     start = time.time()
     ray_nodes.start("head", "--num-cpus", "0")  # runs the driver and no trial, as cluster.yaml's
-    ray_nodes.start("worker1", "--num-cpus", str(TRIALS))
+    ray_nodes.wait("head")
+    ray_nodes.start("worker1", "--num-cpus", str(TRIALS))  # up long before the driver's trials
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir),
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
@@ -184,12 +186,16 @@ def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, ref
         driver = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        ray_nodes.wait("worker1")
         sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
         _kill_moment(MlflowClient(uri), driver, timeout_s=480)
         doomed = ray_nodes.pids("worker1")
+        # The replacement starts now (Ray's import alone takes it seconds, so it joins after
+        # the kill; had it joined before, the trials would still be on worker1, and move).
+        ray_nodes.start("worker2", "--num-cpus", str(TRIALS))
         ray_nodes.kill("worker1")  # the machine is gone: raylet, agents, trials, all at once
         killed_at = time.time() - start
-        ray_nodes.start("worker2", "--num-cpus", str(TRIALS))  # the replacement
+        ray_nodes.wait("worker2")
         driver.wait(timeout=360)
     finally:
         if driver.poll() is None:
