@@ -215,9 +215,8 @@ def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, ref
         assert epochs[-1] == EPOCHS and sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
         before = [r for r in reports if r["pid"] in doomed]  # on the killed node
         after = [r for r in reports if r["pid"] not in doomed]
-        assert before, f"{d.name} did not run on the killed node"
-        if before[-1]["epoch"] == EPOCHS:
-            continue  # it had ended
+        if not before or before[-1]["epoch"] == EPOCHS:
+            continue  # it had not reported yet (nothing to lose), or it had ended
         kept = max([int(r["epoch"]) for r in before if r["checkpoint_dir_name"]], default=0)
         assert int(after[0]["epoch"]) == kept + 1, epochs  # from its checkpoint, no earlier
         redone = {e for e in epochs if epochs.count(e) > 1}
@@ -240,7 +239,7 @@ def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, ref
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
         assert steps == list(range(1, EPOCHS + 1)), steps
     retried = {c.data.tags[TRIAL_ID_TAG] for c in children if RETRIED_TAG in c.data.tags}
-    assert retried == set(resumed)
+    assert set(resumed) <= retried
 
     # The driver said which trials it retried, and from where.
     for trial_id, kept in resumed.items():
