@@ -243,9 +243,9 @@ def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, ref
 
     # The driver said which trials it retried, and from where.
     for trial_id, kept in resumed.items():
-        start = f"from its checkpoint at epoch {kept}" if kept else "from its start"
+        origin = f"from its checkpoint at epoch {kept}" if kept else "from its start"
         assert re.search(rf"trial sweep_trial_{trial_id} .*stopped unexpectedly; retry 1 of "
-                         rf"\d+ \(--max-failures\), {start}", output), trial_id
+                         rf"\d+ \(--max-failures\), {origin}", output), trial_id
 
     # The counts are an uninterrupted sweep's.
     counts = [tuple(map(int, m.groups())) for m in map(COUNTS.search, output.splitlines()) if m]
