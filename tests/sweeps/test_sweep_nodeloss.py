@@ -79,16 +79,16 @@ class RayNodes:
             time.sleep(0.2)
 
     def pids(self, name: str) -> set[int]:
-        """Every process of the node now: its session's (Ray puts each worker process in a
-        process group of its own, but not in a session of its own)."""
+        """Every live process of the node now: its session's (Ray puts each worker process in a
+        process group of its own, but not in a session of its own). Zombies are dead already."""
         import psutil
 
         sid = self.procs[name].pid  # start_new_session: the session's id is ray start's pid
         out = set()
-        for pid in psutil.pids():
+        for proc in psutil.process_iter(["status"]):
             try:
-                if os.getsid(pid) == sid:
-                    out.add(pid)
+                if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(proc.pid) == sid:
+                    out.add(proc.pid)
             except (ProcessLookupError, PermissionError):
                 pass
         return out
