@@ -38,6 +38,7 @@ class TrialState:
     config: dict[str, Any]
     status: TrialStatus = TrialStatus.RUNNING
     best_val: float | None = None
+    saved_epoch: int = 0  # the epoch of its last checkpoint Tune holds: a retry's start
 
 
 class ProgressCallback(tune.Callback):
@@ -83,6 +84,8 @@ class ProgressCallback(tune.Callback):
             state.best_val = float(value)
         if result.get("diverged", 0) > 0:
             state.status = classify(diverged=True)
+        if result.get("checkpoint_dir_name"):  # Tune's key: this report saved a checkpoint
+            state.saved_epoch = int(result.get("epoch", 0))
         self._show(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -94,6 +97,19 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._state(trial).status = classify(errored=True)
+        self._show(trials)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A trial stopped unexpectedly (its node was lost, its process killed, or it raised)
+        and Tune retries it: say from where, so that the traceback Tune logged just before
+        reads as handled. It waits, not counted as running, until a node has room for it."""
+        state = self._state(trial)
+        start = (f"from its checkpoint at epoch {state.saved_epoch}" if state.saved_epoch
+                 else "from its start (it had no checkpoint yet)")
+        log.warning("[%s] trial %s (%s) stopped unexpectedly; retry %d of %d (--max-failures), "
+                    "%s, as soon as a node has room for it", time.strftime("%H:%M:%S"),
+                    state.name, describe(state.config), trial.num_failures, trial.max_failures,
+                    start)
         self._show(trials)
 
     def _state(self, trial: Any) -> TrialState:

@@ -104,3 +104,26 @@ def test_the_parent_runs_page_is_on_the_tracking_server_or_on_mlflow_uis_default
     assert parent_run_url("http://head:5000/", "3", "abc") == "http://head:5000/#/experiments/3/runs/abc"
     assert parent_run_url("sqlite:///mlflow.db", "1", "r") == \
         "http://127.0.0.1:5000/#/experiments/1/runs/r"
+
+
+def test_a_retried_trial_says_from_which_checkpoint(caplog):
+    """A lost node (or a killed process): Tune retries the trial from its last checkpoint, and
+    the view says which, after the traceback Tune logs."""
+    caplog.set_level(logging.INFO, logger="sweeps._progress")
+    cb = ProgressCallback("val/acc", max_epochs=4)
+    a, b = FakeTrial("a", arch="resnet18", init="ghn"), FakeTrial("b", arch="resnet18")
+    for t in (a, b):
+        t.num_failures, t.max_failures = 1, 2
+    for epoch, saved in ((1, None), (2, "checkpoint_000000"), (3, None)):
+        a.last_result = {"epoch": float(epoch), "val/acc": 0.1, "checkpoint_dir_name": saved}
+        cb.on_trial_result(0, [a, b], a, a.last_result)
+    _report(cb, [a, b], b, 1, 0.1)
+    a.status = b.status = "PENDING"
+    cb.on_trial_recover(0, [a, b], a)
+    cb.on_trial_recover(0, [a, b], b)
+    lines = _lines(caplog)
+    assert ("trial sweep_trial_a (resnet18 ghn) stopped unexpectedly; retry 1 of 2 "
+            "(--max-failures), from its checkpoint at epoch 2") in lines[-3]
+    assert "sweep_trial_b (resnet18) stopped unexpectedly; retry 1 of 2 (--max-failures), " \
+           "from its start (it had no checkpoint yet)" in lines[-1]
+    assert cb.counts([a, b])["running"] == 0  # waiting for a node, not running
