@@ -220,6 +220,10 @@ class MlflowTrackingCallback(tune.Callback):
         except GaveUp:
             pass
 
+    def write_timings(self) -> dict[str, float]:
+        """How long the store took over this phase's writes (`sweeps._patient.Writer.timings`)."""
+        return self._writer.timings()
+
     def behind(self) -> tuple[int, float] | None:
         """While the store is away: (writes waiting, seconds it has been away); else None."""
         return self._writer.behind()
