@@ -114,7 +114,7 @@ def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
               workdir: str) -> dict[str, float]:
     """One sweep, then its trials bare; their figures."""
     first = FirstResult()
-    callbacks = [tracking, ProgressCallback(METRIC, cfg.max_epochs, tracking), first]
+    callbacks = [ProgressCallback(METRIC, cfg.max_epochs, tracking), tracking, first]
     start = time.perf_counter()
     grid = build_tuner(cfg, callbacks, trial_fn=timed_trial).fit()
     wall = time.perf_counter() - start
