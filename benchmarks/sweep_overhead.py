@@ -19,8 +19,24 @@ the loop a user would otherwise write; it pays the torch and torchvision import 
 whether the trial's code runs slower inside Ray. It runs minutes after the sweep, so on a machine
 whose speed drifts it is the noisier of the two.
 
+The overhead is broken down (medians, in seconds and as a share of the trials' own time), from
+the driver's and the trials' clocks (one machine): ``driver_setup_s`` (Tuner.fit until the first
+trial starts: Tune's and Optuna's set-up, the first suggestion), ``actor_start_s`` (a trial's
+start until its worker process exists), ``worker_imports_s`` (the process's start until the
+trial's function runs: Ray's worker set-up and the imports that unpickling the function pulls in,
+torch and torchvision), ``actor_reuse_s`` (the same for a trial given a finished one's process),
+``between_trials_s`` (a trial's end until the next one's start), ``in_trial_ray_s`` (in a trial,
+outside its code: copying each checkpoint into the sweep's storage, handing each result to the
+driver and waiting for it), ``tail_s`` (the last trial's end until Tuner.fit returns: Tune's last
+snapshot, the MLflow writes drained), and ``driver_end_s`` (after Tuner.fit, as `sweeps._run`: the
+results table and its MLflow artifacts, the best trial, the repeats' choice). The parts in
+Tuner.fit add up to its wall time less the trials' own (``unaccounted_s``, what is left, should be
+near 0). Inside the trials' own time it also shows the ``torch.save`` of the checkpoints and the
+time to each trial's first report; alongside, the MLflow writes, which the writer thread makes
+while trials run.
+
 The sweep runs `--repeats` times in one Ray session, each a new sweep with a new worker process;
-prints each, then the medians, and, last, `sweep_overhead=<median fraction>`.
+prints each, then the medians and the breakdown, and, last, `sweep_overhead=<median fraction>`.
 
     python benchmarks/sweep_overhead.py --dataset ../shared/data/cifar10-jpeg \
         --ghn ../shared/ghn2/reference/ghn2_random_imagenet_seed0.pt
@@ -33,6 +49,7 @@ from sweeps._loopback import listen_on_loopback, start_local_ray
 listen_on_loopback()  # before Ray is imported (below): its processes listen on 127.0.0.1 only
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -49,14 +66,21 @@ from ray import tune
 
 from contract import METRIC
 from sweeps._config import SweepConfig
+from sweeps._grid import grid_trials
+from sweeps._identity import write_sweep_id
+from sweeps._outputs import write_outputs
 from sweeps._preflight import prepare_inputs
 from sweeps._progress import ProgressCallback
+from sweeps._repeats import repeat_configs
 from sweeps._space import trial_config
 from sweeps._trial import sweep_trial
 from sweeps._tuner import build_tuner
 from sweeps.tracking import MlflowTrackingCallback
 
 OWN_TIME = "own_time_s"
+SAVE_TIME = "checkpoint_save_s"
+PROCESS_START = "worker_process_start"
+ENTERED = "trial_entered"
 REPO = Path(__file__).resolve().parents[1]
 
 # The baseline: the same trials, one after the other, in one plain Python process.
@@ -70,33 +94,78 @@ for i, flat in enumerate(json.load(open(sys.argv[1]))):
 
 def timed_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
     """`sweep_trial`, each of whose reports carries the time the trial's code spent since the
-    previous report returned (so not Ray's checkpoint upload, nor the wait for the driver)."""
-    ray_report = tune.report
-    last = time.perf_counter()
+    previous report returned (so not Ray's checkpoint upload, nor the wait for the driver), and
+    of that the time in ``torch.save`` (the checkpoint); the first also when the worker process
+    started and when this function was entered (wall clock: the driver's, on one machine)."""
+    import psutil
+    import torch
+
+    entered = time.time()
+    ray_report, torch_save = tune.report, torch.save
+    last, saving = time.perf_counter(), [0.0]
+    first = {PROCESS_START: psutil.Process().create_time(), ENTERED: entered}
 
     def report(metrics: dict[str, Any], **kwargs: Any) -> None:
-        nonlocal last
-        metrics[OWN_TIME] = time.perf_counter() - last
+        nonlocal last, first
+        metrics.update({OWN_TIME: time.perf_counter() - last, SAVE_TIME: saving[0], **first})
+        first, saving[0] = {}, 0.0
         ray_report(metrics, **kwargs)
         last = time.perf_counter()
 
-    tune.report = report  # trainable._ray calls it as `tune.report`, looked up at each call
+    def save(*args: Any, **kwargs: Any) -> None:
+        start = time.perf_counter()
+        torch_save(*args, **kwargs)
+        saving[0] += time.perf_counter() - start
+
+    # trainable._ray calls them as `tune.report` and `torch.save`, looked up at each call
+    tune.report, torch.save = report, save
     try:
         sweep_trial(config, sweep)
     finally:
-        tune.report = ray_report
+        tune.report, torch.save = ray_report, torch_save
 
 
-class FirstResult(tune.Callback):
-    """When the driver saw the first result, less that result's own time: when the first trial's
-    code started."""
+class Timeline(tune.Callback):
+    """When the driver started and ended each trial, and what its first report says of its
+    worker process (time.time())."""
 
     def __init__(self) -> None:
-        self.first_trial_start: float | None = None
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.first: dict[str, dict[str, float]] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started[trial.trial_id] = time.time()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if self.first_trial_start is None:
-            self.first_trial_start = time.perf_counter() - result[OWN_TIME]
+        if ENTERED in result:
+            self.first[trial.trial_id] = {k: result[k] for k in (PROCESS_START, ENTERED)}
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.ended[trial.trial_id] = time.time()
+
+    on_trial_error = on_trial_complete
+
+    def breakdown(self, fit_start: float, fit_end: float, own: dict[str, float]) -> dict:
+        """The sweep's wall time (one trial at a time), split where it went, in seconds."""
+        order = sorted(self.started, key=self.started.get)
+        parts = dict.fromkeys(("driver_setup_s", "actor_start_s", "worker_imports_s",
+                               "actor_reuse_s", "between_trials_s", "in_trial_ray_s"), 0.0)
+        parts["driver_setup_s"] = self.started[order[0]] - fit_start
+        seen_processes = set()
+        for i, trial_id in enumerate(order):
+            start, first = self.started[trial_id], self.first[trial_id]
+            if first[PROCESS_START] in seen_processes:  # reuse_actors: the process was warm
+                parts["actor_reuse_s"] += first[ENTERED] - start
+            else:
+                seen_processes.add(first[PROCESS_START])
+                parts["actor_start_s"] += max(first[PROCESS_START] - start, 0.0)
+                parts["worker_imports_s"] += first[ENTERED] - max(first[PROCESS_START], start)
+            parts["in_trial_ray_s"] += self.ended[trial_id] - first[ENTERED] - own[trial_id]
+            if i + 1 < len(order):
+                parts["between_trials_s"] += self.started[order[i + 1]] - self.ended[trial_id]
+        parts["tail_s"] = fit_end - self.ended[order[-1]]
+        return parts
 
 
 def run_bare(trials: list[dict[str, Any]], workdir: str) -> float:
@@ -113,23 +182,57 @@ def run_bare(trials: list[dict[str, Any]], workdir: str) -> float:
 def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
               workdir: str) -> dict[str, float]:
     """One sweep, then its trials bare; their figures."""
-    first = FirstResult()
-    callbacks = [ProgressCallback(METRIC, cfg.max_epochs, tracking), tracking, first]
-    start = time.perf_counter()
+    timeline = Timeline()
+    write_sweep_id(cfg, tracking.sweep_id)  # as preflight: write_outputs finds the parent by it
+    callbacks = [ProgressCallback(METRIC, cfg.max_epochs, tracking), tracking, timeline]
+    start = time.time()
     grid = build_tuner(cfg, callbacks, trial_fn=timed_trial).fit()
-    wall = time.perf_counter() - start
-    frames = [r.metrics_dataframe for r in grid]
-    own = sum(float(df[OWN_TIME].sum()) for df in frames)
-    ray_time = sum(float(df["time_this_iter_s"].sum()) for df in frames)
-    startup = first.first_trial_start - start
+    fit_end = time.time()
+    wall = fit_end - start
+    # The driver's end, as sweeps._run's: the results table, the best trial, the repeats' plan.
+    write_outputs(cfg, grid, Path(workdir) / "outputs")
+    repeat_configs(dataclasses.replace(cfg, repeats=2), grid_trials(grid, cfg.max_epochs))
+    end = time.time() - fit_end
+    frames = {r.metrics["trial_id"]: r.metrics_dataframe for r in grid}
+    own = {t: float(df[OWN_TIME].sum()) for t, df in frames.items()}
+    total_own = sum(own.values())
+    ray_time = sum(float(df["time_this_iter_s"].sum()) for df in frames.values())
+    parts = timeline.breakdown(start, fit_end, own)
+    startup = parts["driver_setup_s"] + parts["actor_start_s"] + parts["worker_imports_s"]
+    writes = tracking.write_timings()
     bare = run_bare([trial_config(r.config, cfg).to_flat() for r in grid], workdir)
-    return {"sweep_wall_s": wall, "bare_wall_s": bare, "trials_own_s": own,
-            "trials_ray_s": ray_time, "epochs": sum(len(df) for df in frames),
-            "startup_s": startup, "per_trial_overhead_s": (wall - own - startup) / len(grid),
-            "overhead_after_startup": (wall - startup) / own - 1,
+    return {"sweep_wall_s": wall, "bare_wall_s": bare, "trials_own_s": total_own,
+            "trials_ray_s": ray_time, "epochs": sum(len(df) for df in frames.values()),
+            "startup_s": startup, **parts,
+            "unaccounted_s": wall - total_own - sum(parts.values()),
+            "checkpoint_save_s": sum(float(df[SAVE_TIME].sum()) for df in frames.values()),
+            "first_report_s": sum(float(df[OWN_TIME].iloc[0]) for df in frames.values()),
+            "mlflow_writes": writes["writes"],
+            "mlflow_write_s": writes.get("total_s", 0.0),
+            "driver_end_s": end,
+            "per_trial_overhead_s": (wall - total_own - startup) / len(grid),
+            "overhead_after_startup": (wall - startup) / total_own - 1,
             "overhead_vs_ray_time": wall / ray_time - 1,
             "overhead_vs_bare_run": wall / bare - 1,
-            "sweep_overhead": wall / own - 1}
+            "overhead_with_driver_end": (wall + end) / total_own - 1,
+            "sweep_overhead": wall / total_own - 1}
+
+
+BREAKDOWN = ("driver_setup_s", "actor_start_s", "worker_imports_s", "actor_reuse_s",
+             "between_trials_s", "in_trial_ray_s", "tail_s", "unaccounted_s", "driver_end_s")
+
+
+def print_breakdown(median: dict[str, float]) -> None:
+    """Where the overhead seconds went (medians), each also as a share of the trials' own
+    time; the parts in Tuner.fit add up to its wall time less the trials' own."""
+    own = median["trials_own_s"]
+    print(f"overhead breakdown (median seconds, and / trials' own {own:.1f} s):")
+    for key in BREAKDOWN:
+        print(f"  {key:<18} {median[key]:7.2f}  {median[key] / own:6.3f}")
+    print(f"  of which inside the trials' own time: checkpoint_save_s "
+          f"{median['checkpoint_save_s']:.2f}, first_report_s {median['first_report_s']:.2f}")
+    print(f"  alongside (the writer thread): {median['mlflow_writes']:.0f} MLflow writes, "
+          f"~{median['mlflow_write_s']:.2f} s")
 
 
 def main() -> None:
@@ -157,11 +260,12 @@ def main() -> None:
                                checkpoint_every=args.checkpoint_every,
                                dataset=args.dataset, ghn=args.ghn, cpus_per_trial=2,
                                max_concurrent=2, storage=f"{tmp}/ray", name=f"bench-{i}",
+                               experiment="bench",
                                tracking_uri=f"sqlite:///{tmp}/mlflow.db")
                    for i in range(args.repeats)]
         for i, cfg in enumerate(configs):
-            tracking = MlflowTrackingCallback(tracking_uri=cfg.tracking_uri, experiment="bench",
-                                              sweep=cfg.sweep_name)
+            tracking = MlflowTrackingCallback(tracking_uri=cfg.tracking_uri,
+                                              experiment=cfg.experiment, sweep=cfg.sweep_name)
             if i == 0:  # as the sweep's command does: data decoded and cached ahead of the
                 prepare_inputs(cfg)  # trials, MLflow's store created while Ray starts
                 start = time.perf_counter()
@@ -178,6 +282,7 @@ def main() -> None:
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"medians of {len(runs)} sweeps of {args.trials} trials x {args.epochs} epochs: "
           + " ".join(f"{k}={v:.3g}" for k, v in median.items() if k != "sweep_overhead"))
+    print_breakdown(median)
     print(f"sweep_overhead={median['sweep_overhead']:.3f}")
 
 

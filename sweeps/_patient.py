@@ -154,7 +154,7 @@ class Writer:
 
     def timings(self) -> dict[str, float]:
         """The writes of the record made so far (the hooks' writes: not connecting, nor
-        questions): how many, their durations' median, 99th percentile and maximum in seconds
+        questions): how many, their durations' sum, median, 99th percentile and maximum in seconds
         (retries during an outage included), and the longest the queue has been."""
         durations = sorted(self._durations)  # a copy: the writer thread appends meanwhile
         if not durations:
@@ -163,8 +163,8 @@ class Writer:
         def at(q: float) -> float:
             return durations[min(len(durations) - 1, int(q * len(durations)))]
 
-        return {"writes": len(durations), "p50_s": at(0.5), "p99_s": at(0.99),
-                "max_s": durations[-1], "most_queued": self._most_queued}
+        return {"writes": len(durations), "total_s": sum(durations), "p50_s": at(0.5),
+                "p99_s": at(0.99), "max_s": durations[-1], "most_queued": self._most_queued}
 
     def pending_records(self) -> list[dict[str, Any]]:
         """The records of the writes not made yet (the one in progress first), leaving them
