@@ -20,20 +20,18 @@ whether the trial's code runs slower inside Ray. It runs minutes after the sweep
 whose speed drifts it is the noisier of the two.
 
 The overhead is broken down (medians, in seconds and as a share of the trials' own time), from
-the driver's and the trials' clocks (one machine): ``driver_setup_s`` (Tuner.fit until the first
-trial starts: Tune's and Optuna's set-up, the first suggestion), ``actor_start_s`` (a trial's
-start until its worker process exists), ``worker_imports_s`` (the process's start until the
-trial's function runs: Ray's worker set-up and the imports that unpickling the function pulls in,
-torch and torchvision), ``actor_reuse_s`` (the same for a trial given a finished one's process),
-``between_trials_s`` (a trial's end until the next one's start), ``in_trial_ray_s`` (in a trial,
-outside its code: copying each checkpoint into the sweep's storage, handing each result to the
-driver and waiting for it), ``tail_s`` (the last trial's end until Tuner.fit returns: Tune's last
-snapshot, the MLflow writes drained), and ``driver_end_s`` (after Tuner.fit, as `sweeps._run`: the
-results table and its MLflow artifacts, the best trial, the repeats' choice). The parts in
-Tuner.fit add up to its wall time less the trials' own (``unaccounted_s``, what is left, should be
-near 0). Inside the trials' own time it also shows the ``torch.save`` of the checkpoints and the
-time to each trial's first report; alongside, the MLflow writes, which the writer thread makes
-while trials run.
+the driver's and the trials' clocks (one machine): ``startup_s`` (Tuner.fit until the first
+trial's function runs: Tune's and Optuna's set-up, the first suggestion, the worker process and
+its imports -- those, ``worker_imports_s``, timed apart in a fresh process), ``between_trials_s``
+(a trial's end until the next one's function runs, in the same worker: reuse_actors),
+``in_trial_ray_s`` (in a trial, outside its code: copying each checkpoint into the sweep's
+storage, handing each result to the driver and waiting for it), ``tail_s`` (the last trial's end
+until Tuner.fit returns: Tune's last snapshot, the MLflow writes drained), and ``driver_end_s``
+(after Tuner.fit, as `sweeps._run`: the results table and its MLflow artifacts, the best trial,
+the repeats' choice). The parts in Tuner.fit add up to its wall time less the trials' own.
+Inside the trials' own time it also shows
+the ``torch.save`` of the checkpoints and the time to each trial's first report; alongside, the
+MLflow writes, which the writer thread makes while trials run.
 
 The sweep runs `--repeats` times in one Ray session, each a new sweep with a new worker process;
 prints each, then the medians and the breakdown, and, last, `sweep_overhead=<median fraction>`.
@@ -79,7 +77,6 @@ from sweeps.tracking import MlflowTrackingCallback
 
 OWN_TIME = "own_time_s"
 SAVE_TIME = "checkpoint_save_s"
-PROCESS_START = "worker_process_start"
 ENTERED = "trial_entered"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,15 +92,14 @@ for i, flat in enumerate(json.load(open(sys.argv[1]))):
 def timed_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
     """`sweep_trial`, each of whose reports carries the time the trial's code spent since the
     previous report returned (so not Ray's checkpoint upload, nor the wait for the driver), and
-    of that the time in ``torch.save`` (the checkpoint); the first also when the worker process
-    started and when this function was entered (wall clock: the driver's, on one machine)."""
-    import psutil
+    of that the time in ``torch.save`` (the checkpoint); the first also when this function was
+    entered (wall clock: the driver's, on one machine)."""
     import torch
 
     entered = time.time()
     ray_report, torch_save = tune.report, torch.save
     last, saving = time.perf_counter(), [0.0]
-    first = {PROCESS_START: psutil.Process().create_time(), ENTERED: entered}
+    first = {ENTERED: entered}
 
     def report(metrics: dict[str, Any], **kwargs: Any) -> None:
         nonlocal last, first
@@ -126,8 +122,8 @@ def timed_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
 
 
 class Timeline(tune.Callback):
-    """When the driver started and ended each trial, and what its first report says of its
-    worker process (time.time())."""
+    """When the driver started and ended each trial, and when its function was entered in its
+    worker (time.time())."""
 
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
@@ -139,7 +135,7 @@ class Timeline(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if ENTERED in result:
-            self.first[trial.trial_id] = {k: result[k] for k in (PROCESS_START, ENTERED)}
+            self.first[trial.trial_id] = {ENTERED: result[ENTERED]}
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.ended[trial.trial_id] = time.time()
@@ -147,25 +143,26 @@ class Timeline(tune.Callback):
     on_trial_error = on_trial_complete
 
     def breakdown(self, fit_start: float, fit_end: float, own: dict[str, float]) -> dict:
-        """The sweep's wall time (one trial at a time), split where it went, in seconds."""
+        """The sweep's wall time (one trial at a time) less the trials' own, split where it
+        went, in seconds. Tune calls on_trial_start once the trial's actor is up, so a trial's
+        start is taken from its worker: when its function was entered."""
         order = sorted(self.started, key=self.started.get)
-        parts = dict.fromkeys(("driver_setup_s", "actor_start_s", "worker_imports_s",
-                               "actor_reuse_s", "between_trials_s", "in_trial_ray_s"), 0.0)
-        parts["driver_setup_s"] = self.started[order[0]] - fit_start
-        seen_processes = set()
-        for i, trial_id in enumerate(order):
-            start, first = self.started[trial_id], self.first[trial_id]
-            if first[PROCESS_START] in seen_processes:  # reuse_actors: the process was warm
-                parts["actor_reuse_s"] += first[ENTERED] - start
-            else:
-                seen_processes.add(first[PROCESS_START])
-                parts["actor_start_s"] += max(first[PROCESS_START] - start, 0.0)
-                parts["worker_imports_s"] += first[ENTERED] - max(first[PROCESS_START], start)
-            parts["in_trial_ray_s"] += self.ended[trial_id] - first[ENTERED] - own[trial_id]
-            if i + 1 < len(order):
-                parts["between_trials_s"] += self.started[order[i + 1]] - self.ended[trial_id]
-        parts["tail_s"] = fit_end - self.ended[order[-1]]
-        return parts
+        entered = [self.first[t][ENTERED] for t in order]
+        ended = [self.ended[t] for t in order]
+        return {"startup_s": entered[0] - fit_start,
+                "between_trials_s": sum(e - x for e, x in zip(entered[1:], ended[:-1])),
+                "in_trial_ray_s": sum(x - e - own[t] for t, e, x in zip(order, entered, ended)),
+                "tail_s": fit_end - ended[-1]}
+
+
+def import_time() -> float:
+    """Seconds a fresh Python process takes to import what a trial's worker imports to run
+    the trial function (Ray Tune, then sweeps._trial: torch, torchvision, trainable)."""
+    code = ("import time; t = time.perf_counter(); import ray.tune, sweeps._trial; "
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, text=True,
+                         capture_output=True).stdout
+    return float(out.split()[-1])
 
 
 def run_bare(trials: list[dict[str, Any]], workdir: str) -> float:
@@ -190,7 +187,7 @@ def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
     fit_end = time.time()
     wall = fit_end - start
     # The driver's end, as sweeps._run's: the results table, the best trial, the repeats' plan.
-    write_outputs(cfg, grid, Path(workdir) / "outputs")
+    write_outputs(cfg, grid, Path(f"{workdir}-outputs"))
     repeat_configs(dataclasses.replace(cfg, repeats=2), grid_trials(grid, cfg.max_epochs))
     end = time.time() - fit_end
     frames = {r.metrics["trial_id"]: r.metrics_dataframe for r in grid}
@@ -198,13 +195,12 @@ def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
     total_own = sum(own.values())
     ray_time = sum(float(df["time_this_iter_s"].sum()) for df in frames.values())
     parts = timeline.breakdown(start, fit_end, own)
-    startup = parts["driver_setup_s"] + parts["actor_start_s"] + parts["worker_imports_s"]
+    startup = parts["startup_s"]
     writes = tracking.write_timings()
     bare = run_bare([trial_config(r.config, cfg).to_flat() for r in grid], workdir)
     return {"sweep_wall_s": wall, "bare_wall_s": bare, "trials_own_s": total_own,
             "trials_ray_s": ray_time, "epochs": sum(len(df) for df in frames.values()),
-            "startup_s": startup, **parts,
-            "unaccounted_s": wall - total_own - sum(parts.values()),
+            **parts, "worker_imports_s": import_time(),
             "checkpoint_save_s": sum(float(df[SAVE_TIME].sum()) for df in frames.values()),
             "first_report_s": sum(float(df[OWN_TIME].iloc[0]) for df in frames.values()),
             "mlflow_writes": writes["writes"],
@@ -218,18 +214,18 @@ def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
             "sweep_overhead": wall / total_own - 1}
 
 
-BREAKDOWN = ("driver_setup_s", "actor_start_s", "worker_imports_s", "actor_reuse_s",
-             "between_trials_s", "in_trial_ray_s", "tail_s", "unaccounted_s", "driver_end_s")
+BREAKDOWN = ("startup_s", "between_trials_s", "in_trial_ray_s", "tail_s", "driver_end_s")
 
 
 def print_breakdown(median: dict[str, float]) -> None:
     """Where the overhead seconds went (medians), each also as a share of the trials' own
-    time; the parts in Tuner.fit add up to its wall time less the trials' own."""
+    time; the parts before driver_end_s add up to Tuner.fit's wall time less the trials' own."""
     own = median["trials_own_s"]
     print(f"overhead breakdown (median seconds, and / trials' own {own:.1f} s):")
     for key in BREAKDOWN:
         print(f"  {key:<18} {median[key]:7.2f}  {median[key] / own:6.3f}")
-    print(f"  of which inside the trials' own time: checkpoint_save_s "
+    print(f"  of startup_s: a worker's imports, timed apart, {median['worker_imports_s']:.2f} s")
+    print(f"  inside the trials' own time: checkpoint_save_s "
           f"{median['checkpoint_save_s']:.2f}, first_report_s {median['first_report_s']:.2f}")
     print(f"  alongside (the writer thread): {median['mlflow_writes']:.0f} MLflow writes, "
           f"~{median['mlflow_write_s']:.2f} s")
