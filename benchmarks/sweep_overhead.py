@@ -176,9 +176,9 @@ def run_bare(trials: list[dict[str, Any]], workdir: str) -> float:
     return time.perf_counter() - start
 
 
-def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
-              workdir: str) -> dict[str, float]:
-    """One sweep, then its trials bare; their figures."""
+def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback, workdir: str,
+              bare: bool = True) -> dict[str, float]:
+    """One sweep, then (``bare``) its trials bare; their figures."""
     timeline = Timeline()
     write_sweep_id(cfg, tracking.sweep_id)  # as preflight: write_outputs finds the parent by it
     callbacks = [ProgressCallback(METRIC, cfg.max_epochs, tracking), tracking, timeline]
@@ -197,7 +197,8 @@ def run_sweep(cfg: SweepConfig, tracking: MlflowTrackingCallback,
     parts = timeline.breakdown(start, fit_end, own)
     startup = parts["startup_s"]
     writes = tracking.write_timings()
-    bare = run_bare([trial_config(r.config, cfg).to_flat() for r in grid], workdir)
+    bare = run_bare([trial_config(r.config, cfg).to_flat() for r in grid], workdir) if bare \
+        else float("nan")
     return {"sweep_wall_s": wall, "bare_wall_s": bare, "trials_own_s": total_own,
             "trials_ray_s": ray_time, "epochs": sum(len(df) for df in frames.values()),
             **parts, "worker_imports_s": import_time(),
@@ -242,6 +243,8 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=SweepConfig.checkpoint_every,
                         help="epochs between a trial's checkpoints (default: the smoke preset's)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-bare", action="store_true",
+                        help="skip the bare-loop baseline (overhead_vs_bare_run), half the time")
     args = parser.parse_args()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # as the sweep's command
@@ -271,7 +274,8 @@ def main() -> None:
             else:
                 tracking.connect()
                 tracking.flush()
-            runs.append(run_sweep(cfg, tracking, workdir=f"{tmp}/bare-{i}"))
+            runs.append(run_sweep(cfg, tracking, workdir=f"{tmp}/bare-{i}",
+                                  bare=not args.no_bare))
             print(f"sweep {i + 1}/{args.repeats}: "
                   + " ".join(f"{k}={v:.3g}" for k, v in runs[-1].items()), flush=True)
         ray.shutdown()
