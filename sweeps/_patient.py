@@ -30,6 +30,9 @@ log = logging.getLogger("sweeps.tracking")
 
 RETRY_FIRST_S = 1.0  # the first retry's wait; it doubles up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
+# The durations of the latest writes kept for `Writer.timings` (8 bytes each): a 1,000-trial sweep
+# makes about 8,000 writes.
+TIMINGS_KEPT = 100_000
 # MLflow's own permanent refusals: retrying them cannot help.
 PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST",
                    "RESOURCE_ALREADY_EXISTS", "INVALID_STATE", "PERMISSION_DENIED",
@@ -90,6 +93,8 @@ class Writer:
         self._current: Job | None = None
         self._abandoned: list[Job] = []
         self.failing_since: float | None = None  # the current outage's start
+        self._durations: collections.deque[float] = collections.deque(maxlen=TIMINGS_KEPT)
+        self._most_queued = 0
         threading.Thread(target=self._loop, name="mlflow-writer", daemon=True).start()
 
     def submit(self, action: Callable[[], Any], record: dict[str, Any] | None = None) -> Future:
@@ -100,6 +105,7 @@ class Writer:
                 job.future.set_exception(GaveUp())
             else:
                 self._queue.append(job)
+                self._most_queued = max(self._most_queued, len(self._queue))
                 self._ready.notify()
         return job.future
 
@@ -146,6 +152,20 @@ class Writer:
             self._queue.clear()
         return [job.record for job in left if job.record is not None]
 
+    def timings(self) -> dict[str, float]:
+        """The writes of the record made so far (the hooks' writes: not connecting, nor
+        questions): how many, their durations' sum, median, 99th percentile and maximum in seconds
+        (retries during an outage included), and the longest the queue has been."""
+        durations = sorted(self._durations)  # a copy: the writer thread appends meanwhile
+        if not durations:
+            return {"writes": 0, "most_queued": self._most_queued}
+
+        def at(q: float) -> float:
+            return durations[min(len(durations) - 1, int(q * len(durations)))]
+
+        return {"writes": len(durations), "total_s": sum(durations), "p50_s": at(0.5),
+                "p99_s": at(0.99), "max_s": durations[-1], "most_queued": self._most_queued}
+
     def pending_records(self) -> list[dict[str, Any]]:
         """The records of the writes not made yet (the one in progress first), leaving them
         queued."""
@@ -158,10 +178,14 @@ class Writer:
             with self._ready:
                 self._ready.wait_for(lambda: self._queue)
                 job = self._current = self._queue.popleft()
+            start = time.perf_counter()
             try:
                 if self._give_up.is_set():
                     raise GaveUp("the sweep ended")
-                job.future.set_result(job.action())
+                result = job.action()
+                if job.record is not None:  # a write of the sweep's record, not a question
+                    self._durations.append(time.perf_counter() - start)
+                job.future.set_result(result)
             except GaveUp as e:
                 with self._ready:
                     self._abandoned.append(job)

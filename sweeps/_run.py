@@ -64,7 +64,9 @@ def _phases(cfg: SweepConfig, cleared: Cleared) -> bool:
     """The search, then the repeats; whether they were interrupted."""
     out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
     progress = ProgressCallback(METRIC, cfg.max_epochs, cleared.tracking)
-    search = build_tuner(cfg, [cleared.tracking, progress]).fit()
+    # The progress first: its last line's counts reach the parent run before the tracking's
+    # end waits for the writes and closes it.
+    search = build_tuner(cfg, [progress, cleared.tracking]).fit()
     write_outputs(cfg, search, out)
     interrupted = phase_interrupted(search, cfg.num_samples)
     if cfg.repeats and not interrupted:
@@ -82,7 +84,7 @@ def _repeat(cfg: SweepConfig, search: tune.ResultGrid, cleared: Cleared, out: Pa
     log.info("repeats: %d configurations x %d seeds", len(configs) // cfg.repeats, cfg.repeats)
     tracking = tracking_for(cfg, cleared.sweep_id, final=True, phase="repeats")
     progress = ProgressCallback(METRIC, cfg.max_epochs, tracking, phase="repeats")
-    grid = build_tuner(cfg, [tracking, progress], repeats=configs).fit()
+    grid = build_tuner(cfg, [progress, tracking], repeats=configs).fit()
     write_outputs(cfg, grid, out, phase="repeats")
     return phase_interrupted(grid, len(configs))
 

@@ -16,9 +16,11 @@ from ray.tune.schedulers import ASHAScheduler
 
 from contract import METRIC, MODE
 
+from . import _internals
 from ._config import SweepConfig
 from ._progress import describe
 from ._resume import SchedulerState, apply_harmless, heal_checkpoints
+from ._retention import CheckpointRetention
 from ._searchers import repeats_algorithm, search_algorithm
 from ._trial import sweep_trial
 
@@ -59,7 +61,7 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn: Callable = sweep_tr
         return _restore(cfg, path, trainable)
     # Tune's per-trial result.json and progress.csv, which the ResultGrid reads, whatever
     # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`quiet_tune` sets it).
-    callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback()]
+    callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback(), CheckpointRetention()]
     common = {"metric": METRIC, "mode": MODE, "trial_dirname_creator": trial_dirname,
               # A new trial reuses a finished one's process: no second torch import, and the
               # node's caches are warm.
@@ -82,10 +84,9 @@ def _run_config(cfg: SweepConfig, path: str, callbacks: list) -> tune.RunConfig:
     return tune.RunConfig(
         name=path.rsplit("/", 1)[1], storage_path=cfg.storage_path, callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        # Two, not one: Tune deletes the older checkpoint when the newer one reaches the driver,
-        # but the experiment state that --resume reads is saved only now and then, so after a
-        # killed driver it may still name the older one (see sweeps._resume.heal_checkpoints).
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
+        # Tune keeps every checkpoint, and forces no snapshot of its state for retention:
+        # `CheckpointRetention` deletes the superseded ones once its snapshots no longer need them.
+        checkpoint_config=tune.CheckpointConfig(), verbose=0)
 
 
 def _restore(cfg: SweepConfig, path: str, trainable: Callable) -> tune.Tuner:
@@ -93,5 +94,6 @@ def _restore(cfg: SweepConfig, path: str, trainable: Callable) -> tune.Tuner:
     tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                resume_errored=True)
     apply_harmless(tuner, cfg)
-    heal_checkpoints(tuner)
+    if not any(isinstance(c, CheckpointRetention) for c in _internals.restored_callbacks(tuner)):
+        heal_checkpoints(tuner)  # a sweep started with Tune's retention (num_to_keep=2)
     return tuner

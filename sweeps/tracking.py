@@ -175,6 +175,10 @@ class MlflowTrackingCallback(tune.Callback):
         self._connect_queued = False
         self._total: int | None = None  # trials the sweep asked for, from Tune's setup
         self._runs: dict[str, str] = {}  # trial id -> MLflow run id
+        # A parent run this driver opened has only the children it made (`_seen`): a new trial's
+        # run needs no search of the store first (one per trial, ~6 ms each on SQLite).
+        self._new_parent = False
+        self._seen: set[str] = set()  # trial ids whose runs this driver made or found
         self._last_epoch: dict[str, int] = {}  # trial id -> last epoch logged
         self._planned: dict[str, int] = {}  # trial id -> optim.epochs, once known
         self._diverged: set[str] = set()
@@ -219,6 +223,10 @@ class MlflowTrackingCallback(tune.Callback):
             self._writer.submit(lambda: None).result()
         except GaveUp:
             pass
+
+    def write_timings(self) -> dict[str, float]:
+        """How long the store took over this phase's writes (`sweeps._patient.Writer.timings`)."""
+        return self._writer.timings()
 
     def behind(self) -> tuple[int, float] | None:
         """While the store is away: (writes waiting, seconds it has been away); else None."""
@@ -518,6 +526,7 @@ class MlflowTrackingCallback(tune.Callback):
                     **self.parent_tags}
             run = self._client.create_run(self._experiment_id, run_name=self.sweep, tags=tags)
             self._parent_run_id = run.info.run_id
+            self._new_parent = True
             _log_params(self._client, self._parent_run_id, self.sweep_params)
 
     def _ensure_run(self, trial: Any) -> str:
@@ -525,6 +534,11 @@ class MlflowTrackingCallback(tune.Callback):
         trial_id = trial.trial_id
         if trial_id in self._runs:
             return self._runs[trial_id]
+        if self._new_parent and trial_id not in self._seen:  # no run of it can exist yet
+            self._seen.add(trial_id)
+            self._runs[trial_id] = self._create_run(trial)
+            return self._runs[trial_id]
+        self._seen.add(trial_id)
         found = self._client.search_runs(
             [self._experiment_id],
             filter_string=(f"tags.`{TRIAL_ID_TAG}` = '{_quote(trial_id)}' and "

@@ -31,8 +31,9 @@ def _lines(caplog) -> list[str]:
 
 def test_a_starting_trial_shows_as_running(caplog):
     caplog.set_level(logging.INFO, logger="sweeps._progress")
-    cb = ProgressCallback("val/acc", max_epochs=3)
+    cb = ProgressCallback("val/acc", max_epochs=3, every_s=0)
     a, b = FakeTrial("a"), FakeTrial("b")
+    cb.on_trial_start(0, [a, b], a)
     b.status = "PENDING"  # Tune calls on_trial_start before it marks the trial RUNNING
     cb.on_trial_start(0, [a, b], b)
     assert _lines(caplog)[-1].endswith(
@@ -44,7 +45,7 @@ def test_counts_best_and_parent_run(tmp_path, caplog):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s")
     tracking.setup()
-    cb = ProgressCallback("val/acc", max_epochs=3, tracking=tracking)
+    cb = ProgressCallback("val/acc", max_epochs=3, tracking=tracking, every_s=0)
     a = FakeTrial("a", arch="resnet18", init="ghn", **{"optim.lr": 0.01, "postproc.beta": 3e-5})
     b = FakeTrial("b", arch="resnet18", init="random", **{"optim.lr": 0.1})
     c = FakeTrial("c", arch="resnet18", init="random", **{"optim.lr": 0.5})
@@ -59,7 +60,7 @@ def test_counts_best_and_parent_run(tmp_path, caplog):
     for t in trials:
         t.status = "TERMINATED"
 
-    assert cb.counts(trials) == {"running": 0, "finished": 1, "stopped early": 1,
+    assert cb.counts() == {"running": 0, "finished": 1, "stopped early": 1,
                                  "diverged": 0, "failed": 1}
     last = _lines(caplog)[-1]
     assert "0 running · 1 finished · 1 stopped early · 0 diverged · 1 failed" in last
@@ -79,7 +80,7 @@ def test_counts_best_and_parent_run(tmp_path, caplog):
 
 def test_best_is_contract_best_a_complete_trial_beats_a_higher_stopped_or_diverged_one(caplog):
     caplog.set_level(logging.INFO, logger="sweeps._progress")
-    cb = ProgressCallback("val/acc", max_epochs=2)
+    cb = ProgressCallback("val/acc", max_epochs=2, every_s=0)
     high, done, wild = (FakeTrial(t, arch="resnet18", init="ghn", **{"optim.lr": lr})
                         for t, lr in (("a", 0.01), ("b", 0.02), ("c", 0.5)))
     trials = [high, done, wild]
@@ -97,7 +98,7 @@ def test_best_is_contract_best_a_complete_trial_beats_a_higher_stopped_or_diverg
     assert cb.best_trial()[0] == "b"  # ran to its last epoch: beats a's higher early stop
     assert _lines(caplog)[-1].endswith(
         "| best val/acc 0.500 (resnet18 ghn lr=0.02)")
-    assert cb.counts(trials)["diverged"] == 1
+    assert cb.counts()["diverged"] == 1
 
 
 def test_the_parent_runs_page_is_on_the_tracking_server_or_on_mlflow_uis_default_address():
@@ -121,9 +122,57 @@ def test_a_retried_trial_says_from_which_checkpoint(caplog):
     a.status = b.status = "PENDING"
     cb.on_trial_recover(0, [a, b], a)
     cb.on_trial_recover(0, [a, b], b)
-    lines = _lines(caplog)
+    retries = [line for line in _lines(caplog) if "stopped unexpectedly" in line]
+    assert len(retries) == 2
     assert ("trial sweep_trial_a (resnet18 ghn) stopped unexpectedly; retry 1 of 2 "
-            "(--max-failures), from its checkpoint at epoch 2") in lines[-3]
+            "(--max-failures), from its checkpoint at epoch 2") in retries[0]
     assert "sweep_trial_b (resnet18) stopped unexpectedly; retry 1 of 2 (--max-failures), " \
-           "from its start (it had no checkpoint yet)" in lines[-1]
-    assert cb.counts([a, b])["running"] == 0  # waiting for a node, not running
+           "from its start (it had no checkpoint yet)" in retries[1]
+    assert cb.counts()["running"] == 0  # waiting for a node, not running
+
+
+def test_lines_come_at_most_every_few_seconds_and_the_last_at_the_end(caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="sweeps._progress")
+    now = [0.0]
+    monkeypatch.setattr("sweeps._progress.time.monotonic", lambda: now[0])
+    cb = ProgressCallback("val/acc", max_epochs=1, every_s=10)
+    trials = [FakeTrial(f"t{i:04d}", arch="resnet18", init="random") for i in range(200)]
+    for i, trial in enumerate(trials):  # 200 trials, one a second, each lower than the first
+        now[0] = float(i)
+        cb.on_trial_start(0, trials, trial)
+        _report(cb, trials, trial, 1, 0.5 - i / 1000)
+        cb.on_trial_complete(0, trials, trial)
+        cb.on_step(0, trials)
+    assert len(_lines(caplog)) <= 200 // 10 + 2  # not 3 a trial: one per 10 s, and the best
+    cb.on_experiment_end(trials)
+    assert _lines(caplog)[-1].endswith("0 running · 200 finished · 0 stopped early · 0 diverged "
+                                       "· 0 failed | best val/acc 0.500 (resnet18 random)")
+
+
+class CountingTrials(dict):
+    """A ``trials`` dict that counts how often it is read."""
+
+    reads = 0
+
+    def items(self):
+        CountingTrials.reads += 1
+        return super().items()
+
+    def values(self):
+        CountingTrials.reads += 1
+        return super().values()
+
+
+def test_a_hook_does_not_look_at_every_trial():
+    """The counts and the best are kept as trials change: a hook's cost does not grow with the
+    sweep (only the best trial's divergence looks at all of them again)."""
+    cb = ProgressCallback("val/acc", max_epochs=2, every_s=0)
+    cb.trials = CountingTrials()
+    trials = [FakeTrial(f"t{i:04d}") for i in range(50)]
+    for trial in trials:
+        cb.on_trial_start(0, trials, trial)
+        _report(cb, trials, trial, 1, 0.4)
+        _report(cb, trials, trial, 2, 0.45)
+        cb.on_trial_complete(0, trials, trial)
+    assert CountingTrials.reads == 0
+    assert cb.counts()["finished"] == 50 and cb.best_trial()[0] == "t0000"

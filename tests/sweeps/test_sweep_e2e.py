@@ -95,8 +95,9 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path, reference_dir, c
     proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
-    for line in proc.stdout:  # Ctrl-C once two trials have finished
-        if "2 finished" in line or time.time() > deadline:
+    for line in proc.stdout:  # Ctrl-C once two trials have finished (lines come every 10 s)
+        counts = COUNTS.search(line)
+        if counts and int(counts.group(2)) >= 2 or time.time() > deadline:
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=300)

@@ -429,3 +429,21 @@ def test_writes_are_on_disk_before_the_grace_period_ends(uri, tmp_path, monkeypa
     assert ending.is_alive()  # still within its grace period
     ops = [json.loads(line)["op"] for line in cb.journal.read_text().splitlines()]
     assert ops == ["_result", "_end_sweep"]
+
+
+def test_a_new_sweeps_trials_get_runs_without_searching_the_store(uri, monkeypatch):
+    """A parent run this driver opened has only the children it made: starting a trial makes
+    no search of the store, whose cost would be paid once per trial."""
+    cb = _callback(uri)
+    searches = []
+    real = MlflowClient.search_runs
+    monkeypatch.setattr(MlflowClient, "search_runs",
+                        lambda self, *a, **kw: searches.append(kw.get("filter_string", ""))
+                        or real(self, *a, **kw))
+    for i in range(3):
+        _play(cb, FakeTrial(f"t{i}", {"optim.epochs": 1}), [1])
+    assert searches == []
+    cb.on_trial_recover(0, [], FakeTrial("t0", {}))  # a run it closed: looked up again
+    cb.flush()
+    assert len(searches) == 1 and TRIAL_ID_TAG in searches[0]
+    assert len(_children(uri)) == 3

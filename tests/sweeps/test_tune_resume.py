@@ -272,3 +272,39 @@ def test_harmless_flags_reach_the_restored_tuners_searcher_and_tracking(ray_loca
     assert restored._local_tuner._tune_config.search_alg.max_concurrent == 5
     client = MlflowClient(new)  # the restored callback opened its parent run in the new store
     assert client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+
+
+def test_checkpoints_force_no_snapshots_and_the_newest_stays(ray_local, tmp_path, monkeypatch):
+    """Tune's own retention (num_to_keep=2) would save the whole experiment's state every second
+    checkpoint of any trial; with the sweep's retention Tune saves it on its clock alone."""
+    from sweeps._retention import CheckpointRetention
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "3600")  # the clock: once, then at the end
+
+    def eight_checkpoints(config):
+        import os
+        import tempfile
+
+        from ray import tune
+
+        for epoch in range(1, 9):
+            with tempfile.TemporaryDirectory() as d:
+                open(os.path.join(d, "state"), "w").close()
+                tune.report({"epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    class Snapshots(tune.Callback):
+        def __init__(self):
+            self.taken = 0
+
+        def get_state(self):
+            self.taken += 1
+            return {"taken": self.taken}
+
+    snapshots = Snapshots()
+    run_config = tune.RunConfig(name="retention", storage_path=str(tmp_path), verbose=0,
+                                checkpoint_config=tune.CheckpointConfig(),
+                                callbacks=[snapshots, CheckpointRetention()])
+    (result,) = tune.Tuner(eight_checkpoints, run_config=run_config).fit()
+    assert result.metrics["epoch"] == 8 and snapshots.taken <= 2  # not 4 forced ones more
+    left = sorted(p.name for p in (tmp_path / "retention").glob("*/checkpoint_*"))
+    assert left[-1] == "checkpoint_000007" and os.path.exists(result.checkpoint.path)
