@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import shlex
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -85,104 +80,6 @@ def test_smoke_sweep_end_to_end(smoke_sweep):
     for d in trial_dirs:  # Tune's own results stay; no TensorBoard copy of what MLflow holds
         assert (d / "result.json").stat().st_size and (d / "progress.csv").stat().st_size
         assert not list(d.glob("events.out.tfevents*"))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_interrupted_sweep_resumes_without_duplicates(tmp_path, reference_dir, cifar_jpeg_dir):
-    argv = _argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "6",
-                 "--max-epochs", "3", "--grace-period", "3")  # ASHA stops none: all must end
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    for line in proc.stdout:  # Ctrl-C once two trials have finished
-        if "2 finished" in line or time.time() > deadline:
-            proc.send_signal(signal.SIGINT)
-            break
-    rest, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, rest[-3000:]  # interrupted, and says how to continue
-    _, _, parents, children = _runs(tmp_path)
-    assert 2 <= len(children) < 6  # interrupted mid-way
-    assert parents[0].info.status == "KILLED" and "ghn_sweep.interrupted" in parents[0].data.tags
-    (line,) = [ln for ln in rest.splitlines() if "Continue it: " in ln]
-    python, *command = shlex.split(line.split("Continue it: ", 1)[1])
-    assert python == "python" and command == [*argv[1:], "--resume"]
-    resumed = subprocess.run([sys.executable, *command], cwd=tmp_path, env=_env(tmp_path),
-                             capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    client, _, parents, children = _runs(tmp_path)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert "ghn_sweep.interrupted" not in parents[0].data.tags
-    # The resumed driver replaced the interrupted one's snapshot of the results table.
-    table = client.download_artifacts(parents[0].info.run_id, "results.parquet", str(tmp_path))
-    assert pq.read_table(table).num_rows == 6
-    assert len(children) == 6  # as many trials as an uninterrupted sweep
-    assert len({c.data.tags[TRIAL_ID_TAG] for c in children}) == 6  # no duplicate run
-    assert all(c.info.status == "FINISHED" for c in children)  # none left RUNNING
-    for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
-        assert steps == [1, 2, 3], child.data.tags[TRIAL_ID_TAG]
-
-
-COUNTS = re.compile(r"(\d+) running · (\d+) finished · (\d+) stopped early · (\d+) diverged · "
-                    r"(\d+) failed")
-
-
-def _saved_rungs(sweep_dir: Path) -> dict[tuple, float]:
-    """ASHA's rung entries in the newest callback state Tune saved with the experiment (none
-    before its first save, or while Tune copies the file)."""
-    try:
-        newest = max(sweep_dir.glob("callback-states-*.pkl"), key=lambda f: f.stat().st_mtime)
-        (state,) = [s for s in pickle.loads(newest.read_bytes()).values()
-                    if s and "asha_rungs" in s]
-    except (ValueError, EOFError, pickle.UnpicklingError):
-        return {}
-    return {(b, milestone, trial): value for b, bracket in enumerate(state["asha_rungs"])
-            for milestone, recorded in bracket for trial, value in recorded.items()}
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_killed_driver_resumes_as_if_never_interrupted(tmp_path, reference_dir, cifar_jpeg_dir):
-    """The drill: ``kill -9`` of the driver while ASHA (grace period 1 of 2 epochs) has rungs,
-    then ``--resume``: one run per trial, all closed, counts and rungs of the whole sweep."""
-    n = 4
-    argv = _argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", str(n),
-                 "--max-epochs", "2", "--grace-period", "1", "--n-shots", "5")
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
-    deadline = time.time() + 600
-    for line in proc.stdout:  # kill -9 once a trial has ended, others run, and Tune's saved
-        counts = COUNTS.search(line)  # state holds rung entries
-        ended = sum(map(int, counts.groups()[1:])) if counts else 0
-        if 1 <= ended < n and _saved_rungs(sweep_dir) or time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    before = _saved_rungs(sweep_dir)
-    assert before
-    resumed = subprocess.run([*argv, "--resume"], cwd=tmp_path, env=_env(tmp_path),
-                             capture_output=True, text=True, timeout=900)
-    output = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, output[-3000:]
-    assert "Traceback" not in output and "Cannot tell" not in output, output[-3000:]
-    # The restored scheduler held the pre-kill entries, and kept them to the end.
-    assert f"resume: ASHA's rungs restored ({len(before)} entries)" in resumed.stdout
-    after = _saved_rungs(sweep_dir)
-    assert {k: after.get(k) for k in before} == before
-    client, _, parents, children = _runs(tmp_path)
-    assert len(children) == n and len({c.data.tags[TRIAL_ID_TAG] for c in children}) == n
-    assert not [c for c in children if c.info.status == "RUNNING"]
-    assert all("epoch" in c.data.metrics for c in children)  # none without metrics
-    assert parents[0].info.status == "FINISHED"
-    last = [COUNTS.search(ln) for ln in resumed.stdout.splitlines() if COUNTS.search(ln)][-1]
-    running, *ended = map(int, last.groups())
-    assert running == 0 and sum(ended) == n  # the whole sweep, not the trials since the restart
-    assert parents[0].data.metrics["trials_running"] == 0
-    assert sum(parents[0].data.metrics[f"trials_{k}"] for k in (
-        "finished", "stopped_early", "diverged", "failed")) == n
 
 
 @pytest.mark.slow
