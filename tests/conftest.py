@@ -1,8 +1,12 @@
 """Shared test fixtures: where the read-only reference data lives (../shared by default)."""
 
+import contextlib
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,6 +44,30 @@ def cifar_jpeg_dir() -> Path:
         pytest.skip(f"CIFAR-10 ImageFolder tree not found at {CIFAR_JPEG_DIR} "
                     "(set CIFAR10_JPEG_DIR)")
     return CIFAR_JPEG_DIR
+
+
+@pytest.fixture(scope="session")
+def new_mlflow_store(tmp_path_factory) -> Callable[[Path], str]:
+    """``new_mlflow_store(path)``: the URI of an empty MLflow SQLite store at ``path``.
+
+    MLflow makes a new store by running its schema migrations, 1-2 s of CPU and many synced
+    writes (5-8 s on 2 busy cores); they run once a session, and each store is a copy of that
+    one, with the Default experiment's artifacts in ``mlruns/`` beside it, where MLflow puts
+    them for a store it makes in that directory.
+    """
+    from mlflow.tracking import MlflowClient
+
+    template = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{template}").search_experiments()
+
+    def make(path: Path) -> str:
+        shutil.copyfile(template, path)
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                       (str(path.parent / "mlruns" / "0"),))
+        return f"sqlite:///{path}"
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -236,7 +236,8 @@ TINY_FLAGS = ["--hid", "8", "--max-shape", "32,32,3,3", "--image-size", "8", "--
 
 
 @pytest.mark.slow
-def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog, monkeypatch):
+def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog, monkeypatch,
+                                          new_mlflow_store):
     from ghn.__main__ import main  # `python -m ghn` hands these to ghntrain
 
     monkeypatch.chdir(cache)  # MLflow's default artifact root is ./mlruns
@@ -259,7 +260,7 @@ def test_cli_trains_resumes_and_evaluates(cifar_jpeg_dir, cache, capsys, caplog,
     assert "20 test images, 2 classes, 8x8" in table and "chance" in table
     assert table.count("resnet:") == 2  # the two held-out architectures, by name
     assert load_ghn(out).classes == ("cat", "dog")  # trials compare them before using the head
-    uri = f"sqlite:///{cache / 'mlflow.db'}"
+    uri = new_mlflow_store(cache / "mlflow.db")
     assert main(["evaluate", str(out), "--data", str(cifar_jpeg_dir), "--test-per-class",
                  "10", "--tracking-uri", uri]) == 0
     import mlflow
@@ -290,7 +291,7 @@ def test_cli_bad_input_gets_a_clear_error(cifar_jpeg_dir, cache, capsys):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
-        cifar_jpeg_dir, cache, monkeypatch):
+        cifar_jpeg_dir, cache, monkeypatch, new_mlflow_store):
     """kill -9 a two-worker run (driver, Ray and workers) after a checkpoint; `--resume` must
     end where an uninterrupted run ends, parameter for parameter, and continue its MLflow run
     (a relative sqlite URI, although Ray Train's workers run in directories of their own).
@@ -316,6 +317,7 @@ def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     assert load_ghn(straight).num_classes == 2
     assert not ray.is_initialized()  # the Ray it started for itself is gone again
 
+    new_mlflow_store(cache / "mlflow.db")
     flags += ["--tracking-uri", "sqlite:///mlflow.db"]
     with open(cache / "killed.log", "w") as log_file:
         run = subprocess.Popen([sys.executable, "-m", "ghn", *flags, "--out", str(killed)],

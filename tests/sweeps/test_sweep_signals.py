@@ -122,14 +122,15 @@ def _assert_stopped_and_saved(status: int, output: str, want: int, argv: list[st
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_ctrl_c_sigterm_and_kill_9_each_resume_to_one_whole_sweep(tmp_path, reference_dir,
-                                                                 cifar_jpeg_dir):
+                                                                 cifar_jpeg_dir,
+                                                                 new_mlflow_store):
     """ASHA (grace period 1 of 2 epochs) has rungs when the driver is killed, so its restore
     shows; the whole sweep ends with one run per trial, each epoch logged once."""
     n = 6
     argv = [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir),
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
             "--storage", str(tmp_path / "ray_results"),
-            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--n-shots", "5",
+            "--tracking-uri", new_mlflow_store(tmp_path / "mlflow.db"), "--n-shots", "5",
             "--repeats", "0", "--num-samples", str(n), "--max-epochs", "2", "--grace-period", "1"]
     resume = [*argv, "--resume"]
     sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
