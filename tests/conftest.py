@@ -4,11 +4,8 @@ import contextlib
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -68,25 +65,6 @@ def new_mlflow_store(tmp_path_factory) -> Callable[[Path], str]:
         return f"sqlite:///{path}"
 
     return make
-
-
-@pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory, reference_dir, cifar_jpeg_dir):
-    """One real smoke sweep, run as a user runs it (CPU, the shared CIFAR subset at 10 shots, the
-    random reference GHN): 8 search trials of 3 epochs under ASHA, then 2 repeat seeds. It runs
-    once per session; the tests that share it only read it (or write apart from what others
-    read). Fields: ``path`` (the sweep's working directory: ``ray_results/``, ``mlflow.db``),
-    ``uri`` (its MLflow store), ``argv`` and ``proc`` (the finished command)."""
-    path = tmp_path_factory.mktemp("smoke-sweep")
-    uri = f"sqlite:///{path / 'mlflow.db'}"
-    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "noise_vs_lr.py"),
-            "--dataset", str(cifar_jpeg_dir),
-            "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
-            "--storage", str(path / "ray_results"), "--tracking-uri", uri, "--n-shots", "10",
-            "--num-samples", "8", "--max-epochs", "3", "--repeats", "2"]
-    env = {**os.environ, "GHN_SWEEP_CACHE": str(path / "cache"), "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run(argv, cwd=path, env=env, capture_output=True, text=True, timeout=900)
-    return SimpleNamespace(path=path, uri=uri, argv=argv, proc=proc)
 
 
 def pytest_generate_tests(metafunc):
