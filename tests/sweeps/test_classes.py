@@ -121,7 +121,6 @@ def test_a_checkpoint_without_classes_is_said_to_record_none(reference_dir, tmp_
     assert tags[GHN_TRAIN_CLASSES_TAG] == UNRECORDED and GHN_CLASS_OVERLAP_TAG not in tags
 
 
-@pytest.mark.slow
 def test_overlap_is_tagged_on_the_parent_run(reference_dir, tmp_path, new_mlflow_store):
     cfg = SweepConfig(dataset="cifar10", classes=("cat", "dog", "ship"),
                       ghn=_ghn_with_classes(reference_dir, tmp_path, CIFAR10[:5] + ["x"] * 5),
@@ -152,7 +151,6 @@ def test_resuming_a_sweep_from_before_classes_existed_is_no_change():
     assert harmful == [("classes", [], ["cat"])]
 
 
-@pytest.mark.slow
 def test_preflight_tags_the_parent_run_and_keeps_the_tags_with_the_results(
         reference_dir, tmp_path, monkeypatch, new_mlflow_store):
     import json
