@@ -1,10 +1,11 @@
 """Shared test fixtures: where the read-only reference data lives (../shared by default)."""
 
+import contextlib
 import os
-import subprocess
-import sys
+import shutil
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -43,22 +44,27 @@ def cifar_jpeg_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory, reference_dir, cifar_jpeg_dir):
-    """One real smoke sweep, run as a user runs it (CPU, the shared CIFAR subset at 10 shots, the
-    random reference GHN): 8 search trials of 3 epochs under ASHA, then 2 repeat seeds. It runs
-    once per session; the tests that share it only read it (or write apart from what others
-    read). Fields: ``path`` (the sweep's working directory: ``ray_results/``, ``mlflow.db``),
-    ``uri`` (its MLflow store), ``argv`` and ``proc`` (the finished command)."""
-    path = tmp_path_factory.mktemp("smoke-sweep")
-    uri = f"sqlite:///{path / 'mlflow.db'}"
-    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / "sweeps" / "noise_vs_lr.py"),
-            "--dataset", str(cifar_jpeg_dir),
-            "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
-            "--storage", str(path / "ray_results"), "--tracking-uri", uri, "--n-shots", "10",
-            "--num-samples", "8", "--max-epochs", "3", "--repeats", "2"]
-    env = {**os.environ, "GHN_SWEEP_CACHE": str(path / "cache"), "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run(argv, cwd=path, env=env, capture_output=True, text=True, timeout=900)
-    return SimpleNamespace(path=path, uri=uri, argv=argv, proc=proc)
+def new_mlflow_store(tmp_path_factory) -> Callable[[Path], str]:
+    """``new_mlflow_store(path)``: the URI of an empty MLflow SQLite store at ``path``.
+
+    MLflow makes a new store by running its schema migrations, 1-2 s of CPU and many synced
+    writes (5-8 s on 2 busy cores); they run once a session, and each store is a copy of that
+    one, with the Default experiment's artifacts in ``mlruns/`` beside it, where MLflow puts
+    them for a store it makes in that directory.
+    """
+    from mlflow.tracking import MlflowClient
+
+    template = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{template}").search_experiments()
+
+    def make(path: Path) -> str:
+        shutil.copyfile(template, path)
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                       (str(path.parent / "mlruns" / "0"),))
+        return f"sqlite:///{path}"
+
+    return make
 
 
 def pytest_generate_tests(metafunc):

@@ -43,10 +43,10 @@ def synthetic() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> dict:
+def store(tmp_path_factory, new_mlflow_store) -> dict:
     """sweepA (the test sweep) and, started later, sweepB with one too-good-to-be-true trial."""
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_mlflow_store(root / "mlflow.db")
     parent = SYNTHETIC.write_mlflow(uri, root / "artifacts", SYNTHETIC.specs(),
                                     parent_tags=CLASS_TAGS)
     other = SYNTHETIC.write_mlflow(uri, root / "artifacts", [
@@ -56,10 +56,10 @@ def store(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def repeated(tmp_path_factory):
+def repeated(tmp_path_factory, new_mlflow_store):
     """The report of sweepA with repeats of resnet50's chosen configurations (seeds 1-3)."""
     root = tmp_path_factory.mktemp("repeated")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_mlflow_store(root / "mlflow.db")
     parent = SYNTHETIC.write_mlflow(uri, root / "artifacts",
                                     SYNTHETIC.specs() + SYNTHETIC.repeat_specs())
     return build_report(read_mlflow(tracking_uri=uri, parent_run_id=parent), root / "report")

@@ -39,8 +39,8 @@ def test_latest_sweep_is_chosen_and_the_others_named(store, tmp_path):
     assert pq.read_table(out / "trials.parquet").column("trial_id").to_pylist() == ["x1"]
 
 
-def test_snapshot_without_any_finished_trial(synthetic, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_snapshot_without_any_finished_trial(synthetic, tmp_path, new_mlflow_store):
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     T = synthetic.TrialSpec
     parent = synthetic.write_mlflow(uri, tmp_path / "art", [
         T("a", "resnet50", "ghn", 0.01, [.3], [.3], beta=1e-4, end="running"),
@@ -55,8 +55,8 @@ def test_snapshot_without_any_finished_trial(synthetic, tmp_path):
     assert {p.name for p in out.iterdir()} == FILES
 
 
-def test_empty_sweep_and_missing_metrics(synthetic, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_empty_sweep_and_missing_metrics(synthetic, tmp_path, new_mlflow_store):
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     empty = synthetic.write_mlflow(uri, tmp_path / "art", [], sweep="empty")
     assert main(["--parent-run", empty, "--tracking-uri", uri, "--out",
                  str(tmp_path / "e"), "--no-log"]) == 0

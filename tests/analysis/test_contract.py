@@ -35,8 +35,8 @@ def _report(cb, trial, epoch: int, val: float, diverged: float = 0.0) -> None:
     cb.on_trial_result(0, [], trial, result)
 
 
-def test_report_reads_the_callbacks_runs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_report_reads_the_callbacks_runs(tmp_path, new_mlflow_store):
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
     cb = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1",
                                 sweep_params={"sweep.max_epochs": 3})
@@ -73,8 +73,8 @@ def test_report_reads_the_callbacks_runs(tmp_path):
     assert (rows["t4"]["lr"], rows["t4"]["beta"], rows["t4"]["method"]) == (0.05, 0.0, "ghn")
 
 
-def test_an_interrupted_sweep_reads_as_a_snapshot(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_an_interrupted_sweep_reads_as_a_snapshot(tmp_path, new_mlflow_store):
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
     cb = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
     cb.setup()
@@ -104,8 +104,9 @@ def _one_trial_experiment(cb, trial, val: float) -> None:
     cb.on_experiment_end([trial])
 
 
-def test_repeats_are_read_as_repeats_and_the_search_leaves_the_parent_open(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_repeats_are_read_as_repeats_and_the_search_leaves_the_parent_open(tmp_path,
+                                                                          new_mlflow_store):
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
     search = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1",
                                     final=False)
@@ -126,13 +127,13 @@ def test_repeats_are_read_as_repeats_and_the_search_leaves_the_parent_open(tmp_p
         None, "t1", 1)
 
 
-def test_report_prints_the_provenance_of_parent_and_trials(tmp_path):
+def test_report_prints_the_provenance_of_parent_and_trials(tmp_path, new_mlflow_store):
     import torch
 
     from analysis import build_report
     from trainable import provenance
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
     cb = MlflowTrackingCallback(tracking_uri=uri, experiment="ghn-sweep", sweep="s1")
     cb.setup()
@@ -155,8 +156,8 @@ def test_report_prints_the_provenance_of_parent_and_trials(tmp_path):
         assert f"`{key}`" in section
 
 
-def test_same_named_sweeps_never_mix_and_the_id_chooses(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_same_named_sweeps_never_mix_and_the_id_chooses(tmp_path, new_mlflow_store):
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     MlflowClient(uri).create_experiment("ghn-sweep", artifact_location=(tmp_path / "a").as_uri())
     sweeps = []
     for trial_id in ("old", "new"):  # e.g. a sweep from before sweep ids, then a new one

@@ -129,7 +129,8 @@ def test_ghn3_training_lowers_the_loss():
 
 
 @pytest.mark.slow
-def test_cli_trains_and_evaluates_a_ghn3(cifar_jpeg_dir, tmp_path, monkeypatch, capsys, caplog):
+def test_cli_trains_and_evaluates_a_ghn3(cifar_jpeg_dir, tmp_path, monkeypatch, capsys, caplog,
+                                         new_mlflow_store):
     from ghn.__main__ import main
 
     monkeypatch.setenv("GHN_SWEEP_CACHE", str(tmp_path / "cache"))
@@ -137,7 +138,7 @@ def test_cli_trains_and_evaluates_a_ghn3(cifar_jpeg_dir, tmp_path, monkeypatch, 
     caplog.set_level(logging.INFO)
     out = tmp_path / "g3.pt"
     data = ["--data", str(cifar_jpeg_dir), "--classes", "cat,dog"]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     assert main(["train", *data, "--steps", "2", "--out", str(out), *TINY_FLAGS,
                  "--model", "ghn3", "--heads", "2", "--layers", "1",
                  "--tracking-uri", uri]) == 0

@@ -121,11 +121,10 @@ def test_a_checkpoint_without_classes_is_said_to_record_none(reference_dir, tmp_
     assert tags[GHN_TRAIN_CLASSES_TAG] == UNRECORDED and GHN_CLASS_OVERLAP_TAG not in tags
 
 
-@pytest.mark.slow
-def test_overlap_is_tagged_on_the_parent_run(reference_dir, tmp_path):
+def test_overlap_is_tagged_on_the_parent_run(reference_dir, tmp_path, new_mlflow_store):
     cfg = SweepConfig(dataset="cifar10", classes=("cat", "dog", "ship"),
                       ghn=_ghn_with_classes(reference_dir, tmp_path, CIFAR10[:5] + ["x"] * 5),
-                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="exp")
+                      tracking_uri=new_mlflow_store(tmp_path / "mlflow.db"), experiment="exp")
     cb = tracking_for(cfg, "sweep-id", final=True, parent_tags=class_tags(cfg))
     cb.setup()
     tags = MlflowClient(cfg.tracking_uri).get_run(cb.parent_run_id).data.tags
@@ -152,9 +151,8 @@ def test_resuming_a_sweep_from_before_classes_existed_is_no_change():
     assert harmful == [("classes", [], ["cat"])]
 
 
-@pytest.mark.slow
-def test_preflight_tags_the_parent_run_and_keeps_the_tags_with_the_results(reference_dir,
-                                                                          tmp_path, monkeypatch):
+def test_preflight_tags_the_parent_run_and_keeps_the_tags_with_the_results(
+        reference_dir, tmp_path, monkeypatch, new_mlflow_store):
     import json
 
     import sweeps._preflight as preflight_module
@@ -163,7 +161,7 @@ def test_preflight_tags_the_parent_run_and_keeps_the_tags_with_the_results(refer
     monkeypatch.setattr(preflight_module, "prepare_inputs", lambda cfg: None)  # no data work
     cfg = SweepConfig(dataset="cifar10", classes=("cat", "dog"), storage=str(tmp_path / "ray"),
                       ghn=_ghn_with_classes(reference_dir, tmp_path, ["cat"] + ["x"] * 9),
-                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="exp")
+                      tracking_uri=new_mlflow_store(tmp_path / "mlflow.db"), experiment="exp")
     cleared = preflight_module.preflight(cfg)
     cleared.tracking.setup()
     tags = MlflowClient(cfg.tracking_uri).get_run(cleared.tracking.parent_run_id).data.tags

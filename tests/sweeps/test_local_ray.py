@@ -48,12 +48,12 @@ def _loopback(ip: str) -> bool:
     return addr.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-def _start(tmp_path, order):
+def _start(tmp_path, order, new_mlflow_store):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path))  # a token goes to $HOME/.ray
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, order, str(tmp_path / "ray"),
-         f"sqlite:///{tmp_path / 'mlflow.db'}"],
+         new_mlflow_store(tmp_path / "mlflow.db")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
@@ -62,8 +62,8 @@ def _start(tmp_path, order):
 
 
 @pytest.mark.slow
-def test_local_sweep_listens_on_loopback_only(tmp_path):
-    auth, listening, _ = _start(tmp_path, "script-order")
+def test_local_sweep_listens_on_loopback_only(tmp_path, new_mlflow_store):
+    auth, listening, _ = _start(tmp_path, "script-order", new_mlflow_store)
     names = {name for name, _, _ in listening}
     assert {"gcs_server", "raylet"} <= names, listening  # the check sees Ray's servers
     assert all(_loopback(ip) for _, ip, _ in listening), listening
@@ -71,8 +71,8 @@ def test_local_sweep_listens_on_loopback_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_imported_too_early_keeps_token_auth_on(tmp_path):
-    auth, listening, stderr = _start(tmp_path, "ray-first")
+def test_ray_imported_too_early_keeps_token_auth_on(tmp_path, new_mlflow_store):
+    auth, listening, stderr = _start(tmp_path, "ray-first", new_mlflow_store)
     if all(_loopback(ip) for _, ip, _ in listening):
         pytest.skip("this machine has no network address besides loopback")
     assert auth == "token"

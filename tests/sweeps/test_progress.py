@@ -40,9 +40,9 @@ def test_a_starting_trial_shows_as_running(caplog):
         "2 running · 0 finished · 0 stopped early · 0 diverged · 0 failed")
 
 
-def test_counts_best_and_parent_run(tmp_path, caplog):
+def test_counts_best_and_parent_run(tmp_path, caplog, new_mlflow_store):
     caplog.set_level(logging.INFO, logger="sweeps._progress")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     tracking = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s")
     tracking.setup()
     cb = ProgressCallback("val/acc", max_epochs=3, tracking=tracking, every_s=0)

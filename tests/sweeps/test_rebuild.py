@@ -33,12 +33,13 @@ def _record(uri):
     return parents, {t: r.info.status for t, r in children.items()}, history
 
 
-def test_rebuild_completes_a_partial_record_and_changes_nothing_when_run_again(tmp_path):
+def test_rebuild_completes_a_partial_record_and_changes_nothing_when_run_again(
+        tmp_path, new_mlflow_store):
     sweep = tmp_path / "ray" / "sw"
     sweep.mkdir(parents=True)
     (sweep / "ghn_sweep.json").write_text(json.dumps(
         {"sweep_id": "id1", "sweep": "sw", "config": {"experiment": "exp"}}))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     _trial_dir(sweep, "aaaa0001", 1, done=False)  # the record as an outage left it
     assert main([str(sweep), "--tracking-uri", uri]) == 0
     _trial_dir(sweep, "aaaa0001", 3)

@@ -255,14 +255,14 @@ def test_dry_run_prints_the_paper_recipes_before_ray(tmp_path):
 
 @pytest.mark.slow
 def test_script_refuses_a_name_another_sweep_has_in_mlflow(tmp_path, reference_dir,
-                                                          cifar_jpeg_dir):
+                                                          cifar_jpeg_dir, new_mlflow_store):
     """Its Ray results are gone (or elsewhere), its MLflow parent run is not: a fresh sweep of
     that name would mix with it, so it is refused before Ray starts."""
     from mlflow.tracking import MlflowClient
 
     from contract import SWEEP_ID_TAG, SWEEP_TAG
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(new_mlflow_store(tmp_path / "mlflow.db"))
     exp_id = client.create_experiment("ghn-sweep")
     old = client.create_run(exp_id, run_name="noise_vs_lr-smoke",
                             tags={SWEEP_TAG: "noise_vs_lr-smoke", SWEEP_ID_TAG: "old-id"})

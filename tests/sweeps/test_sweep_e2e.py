@@ -1,26 +1,28 @@
-"""End-to-end sweeps on CPU with the shared CIFAR subset, run as a user runs them."""
+"""End-to-end sweeps on CPU with the shared CIFAR subset, run as a user runs them: the smoke
+sweep, and its report read from MLflow and from Ray."""
 
 from __future__ import annotations
 
 import os
-import pickle
-import re
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis._ray_results import trial_id_of
+from analysis.report import main as report_main
 from contract import SWEEP_TAG, TRIAL_ID_TAG
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "sweeps" / "noise_vs_lr.py"
+COLUMNS = ["trial_id", "status", "epochs_run", "best_val_acc", "test_acc_at_best", "lr", "beta",
+           "method"]
 
 
 def _argv(tmp_path, reference_dir, cifar_jpeg_dir, *extra, storage=None):
@@ -42,6 +44,24 @@ def _runs(tmp_path, experiment="ghn-sweep"):
     parents = [r for r in runs if SWEEP_TAG in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return client, exp, parents, children
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory, reference_dir, cifar_jpeg_dir):
+    """One real smoke sweep, run as a user runs it (CPU, the shared CIFAR subset at 10 shots, the
+    random reference GHN, a new MLflow store): 8 search trials of 3 epochs under ASHA, then 2
+    repeat seeds. The tests that share it only read it (or write apart from what others read).
+    Fields: ``path`` (the sweep's working directory: ``ray_results/``, ``mlflow.db``), ``uri``
+    (its MLflow store), ``argv`` and ``proc`` (the finished command)."""
+    path = tmp_path_factory.mktemp("smoke-sweep")
+    uri = f"sqlite:///{path / 'mlflow.db'}"
+    argv = [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir),
+            "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
+            "--storage", str(path / "ray_results"), "--tracking-uri", uri, "--n-shots", "10",
+            "--num-samples", "8", "--max-epochs", "3", "--repeats", "2"]
+    env = {**os.environ, "GHN_SWEEP_CACHE": str(path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run(argv, cwd=path, env=env, capture_output=True, text=True, timeout=900)
+    return SimpleNamespace(path=path, uri=uri, argv=argv, proc=proc)
 
 
 @pytest.mark.slow
@@ -88,102 +108,51 @@ def test_smoke_sweep_end_to_end(smoke_sweep):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_interrupted_sweep_resumes_without_duplicates(tmp_path, reference_dir, cifar_jpeg_dir):
-    argv = _argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "6",
-                 "--max-epochs", "3", "--grace-period", "3")  # ASHA stops none: all must end
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    for line in proc.stdout:  # Ctrl-C once two trials have finished (lines come every 10 s)
-        counts = COUNTS.search(line)
-        if counts and int(counts.group(2)) >= 2 or time.time() > deadline:
-            proc.send_signal(signal.SIGINT)
-            break
-    rest, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, rest[-3000:]  # interrupted, and says how to continue
-    _, _, parents, children = _runs(tmp_path)
-    assert 2 <= len(children) < 6  # interrupted mid-way
-    assert parents[0].info.status == "KILLED" and "ghn_sweep.interrupted" in parents[0].data.tags
-    (line,) = [ln for ln in rest.splitlines() if "Continue it: " in ln]
-    python, *command = shlex.split(line.split("Continue it: ", 1)[1])
-    assert python == "python" and command == [*argv[1:], "--resume"]
-    resumed = subprocess.run([sys.executable, *command], cwd=tmp_path, env=_env(tmp_path),
-                             capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    client, _, parents, children = _runs(tmp_path)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert "ghn_sweep.interrupted" not in parents[0].data.tags
-    # The resumed driver replaced the interrupted one's snapshot of the results table.
-    table = client.download_artifacts(parents[0].info.run_id, "results.parquet", str(tmp_path))
-    assert pq.read_table(table).num_rows == 6
-    assert len(children) == 6  # as many trials as an uninterrupted sweep
-    assert len({c.data.tags[TRIAL_ID_TAG] for c in children}) == 6  # no duplicate run
-    assert all(c.info.status == "FINISHED" for c in children)  # none left RUNNING
-    for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
-        assert steps == [1, 2, 3], child.data.tags[TRIAL_ID_TAG]
-
-
-COUNTS = re.compile(r"(\d+) running · (\d+) finished · (\d+) stopped early · (\d+) diverged · "
-                    r"(\d+) failed")
-
-
-def _saved_rungs(sweep_dir: Path) -> dict[tuple, float]:
-    """ASHA's rung entries in the newest callback state Tune saved with the experiment (none
-    before its first save, or while Tune copies the file)."""
-    try:
-        newest = max(sweep_dir.glob("callback-states-*.pkl"), key=lambda f: f.stat().st_mtime)
-        (state,) = [s for s in pickle.loads(newest.read_bytes()).values()
-                    if s and "asha_rungs" in s]
-    except (ValueError, EOFError, pickle.UnpicklingError):
-        return {}
-    return {(b, milestone, trial): value for b, bracket in enumerate(state["asha_rungs"])
-            for milestone, recorded in bracket for trial, value in recorded.items()}
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_killed_driver_resumes_as_if_never_interrupted(tmp_path, reference_dir, cifar_jpeg_dir):
-    """The drill: ``kill -9`` of the driver while ASHA (grace period 1 of 2 epochs) has rungs,
-    then ``--resume``: one run per trial, all closed, counts and rungs of the whole sweep."""
-    n = 4
-    argv = _argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", str(n),
-                 "--max-epochs", "2", "--grace-period", "1", "--n-shots", "5")
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
-    deadline = time.time() + 600
-    for line in proc.stdout:  # kill -9 once a trial has ended, others run, and Tune's saved
-        counts = COUNTS.search(line)  # state holds rung entries
-        ended = sum(map(int, counts.groups()[1:])) if counts else 0
-        if 1 <= ended < n and _saved_rungs(sweep_dir) or time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    before = _saved_rungs(sweep_dir)
-    assert before
-    resumed = subprocess.run([*argv, "--resume"], cwd=tmp_path, env=_env(tmp_path),
-                             capture_output=True, text=True, timeout=900)
-    output = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, output[-3000:]
-    assert "Traceback" not in output and "Cannot tell" not in output, output[-3000:]
-    # The restored scheduler held the pre-kill entries, and kept them to the end.
-    assert f"resume: ASHA's rungs restored ({len(before)} entries)" in resumed.stdout
-    after = _saved_rungs(sweep_dir)
-    assert {k: after.get(k) for k in before} == before
-    client, _, parents, children = _runs(tmp_path)
-    assert len(children) == n and len({c.data.tags[TRIAL_ID_TAG] for c in children}) == n
-    assert not [c for c in children if c.info.status == "RUNNING"]
-    assert all("epoch" in c.data.metrics for c in children)  # none without metrics
-    assert parents[0].info.status == "FINISHED"
-    last = [COUNTS.search(ln) for ln in resumed.stdout.splitlines() if COUNTS.search(ln)][-1]
-    running, *ended = map(int, last.groups())
-    assert running == 0 and sum(ended) == n  # the whole sweep, not the trials since the restart
-    assert parents[0].data.metrics["trials_running"] == 0
-    assert sum(parents[0].data.metrics[f"trials_{k}"] for k in (
-        "finished", "stopped_early", "diverged", "failed")) == n
+@pytest.mark.timeout(900)
+def test_report_on_a_smoke_sweep(tmp_path, smoke_sweep):
+    uri, proc, where = smoke_sweep.uri, smoke_sweep.proc, smoke_sweep.path
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The report command the sweep prints at its end, run as printed, where the sweep ran.
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Report it: ")]
+    python, *args = shlex.split(line.removeprefix("Report it: "))
+    assert python == "python" and args[:2] == ["-m", "analysis.report"]
+    report = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "m")], cwd=where,
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    # The repeats: S = 2 further seeds of each chosen configuration, as children of the parent.
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ghn-sweep")
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string="tags.`mlflow.parentRunId` != ''")
+    repeats = [c for c in children if "ghn_sweep.repeat_of" in c.data.tags]
+    originals = {c.data.tags["ray.trial_id"]: c for c in children if c not in repeats}
+    assert len(originals) == 8 and repeats
+    by_original: dict[str, list[str]] = {}
+    for c in repeats:
+        by_original.setdefault(c.data.tags["ghn_sweep.repeat_of"], []).append(c.data.params["seed"])
+    assert all(sorted(seeds) == ["1", "2"] for seeds in by_original.values())
+    assert set(by_original) <= set(originals) and len(by_original) >= 3  # >= the 3 baselines
+    for c in repeats:  # the same configuration as its original, another seed
+        original = originals[c.data.tags["ghn_sweep.repeat_of"]].data.params
+        assert {k: v for k, v in c.data.params.items() if k != "seed"} == {
+            k: v for k, v in original.items() if k != "seed"}
+        assert c.info.status == "FINISHED"
+    n = 8 + len(repeats)
+    assert f"sweep noise_vs_lr-smoke: {n} trials, finished" in report.stdout
+    text = (tmp_path / "m" / "report.md").read_text()
+    assert "± " in text and "95% interval" in text and "paired over 2 seeds" in text
+    assert report_main(["--results", str(where / "ray_results" / "noise_vs_lr-smoke"),
+                 "--out", str(tmp_path / "r")]) == 0
+    from_mlflow, from_ray = (  # the search's trials: Ray's results dir holds only those
+        pq.read_table(tmp_path / d / "trials.parquet").to_pandas().query("repeat_of.isna()")
+        [COLUMNS].sort_values("trial_id").reset_index(drop=True) for d in ("m", "r"))
+    pd.testing.assert_frame_equal(from_mlflow, from_ray)
+    assert set(from_mlflow["method"]) >= {"random", "ghn"}  # the baselines ran
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("ghn-sweep").experiment_id],
+                                filter_string="tags.`ghn_sweep.sweep` = 'noise_vs_lr-smoke'")[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "analysis")}
+    assert {"analysis/report.md", "analysis/trials.parquet", "analysis/heatmaps.png"} <= logged
 
 
 @pytest.mark.slow

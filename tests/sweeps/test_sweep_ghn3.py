@@ -19,11 +19,11 @@ SCRIPT = Path(__file__).resolve().parents[2] / "sweeps" / "noise_vs_lr.py"
 
 @pytest.mark.slow
 def test_smoke_sweep_with_a_ghn3_runs_to_its_report(tmp_path, ghn3_reference_dir,
-                                                     cifar_jpeg_dir):
+                                                     cifar_jpeg_dir, new_mlflow_store):
     ghn = ghn3_reference_dir / "ghn3_h80c10_random_seed0.pt"  # 10 classes, as CIFAR-10
     argv = [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir), "--ghn", str(ghn),
             "--storage", str(tmp_path / "ray_results"),
-            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--n-shots", "10",
+            "--tracking-uri", new_mlflow_store(tmp_path / "mlflow.db"), "--n-shots", "10",
             "--repeats", "0", "--num-samples", "2", "--max-epochs", "1"]
     env = {**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"),
            "RAY_AUTH_MODE": "disabled"}

@@ -47,7 +47,9 @@ def _parent_tags(tmp_path: Path, name: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_transfer_sweep_trains_its_ghn_once_and_the_next_reuses_it(tmp_path, cifar_jpeg_dir):
+def test_a_transfer_sweep_trains_its_ghn_once_and_the_next_reuses_it(tmp_path, cifar_jpeg_dir,
+                                                                      new_mlflow_store):
+    new_mlflow_store(tmp_path / "mlflow.db")
     first = _sweep(tmp_path, cifar_jpeg_dir, "first")
     assert "training the GHN first" in first.stdout
     assert "python -m ghn train" in first.stdout

@@ -55,8 +55,8 @@ def _result(epoch, trial=None, **extra):
 
 
 @pytest.fixture
-def uri(tmp_path):
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def uri(tmp_path, new_mlflow_store):
+    return new_mlflow_store(tmp_path / "mlflow.db")
 
 
 def _callback(uri, sweep="s1"):
@@ -113,7 +113,8 @@ def test_finished_trial_is_one_child_run_with_params_tags_and_epoch_steps(uri):
     assert "training_iteration" not in run.data.metrics and "done" not in run.data.metrics
 
 
-def test_connect_before_the_sweep_creates_the_store_but_no_run(uri):
+def test_connect_before_the_sweep_creates_the_store_but_no_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # no store yet
     cb = MlflowTrackingCallback(tracking_uri=uri, experiment="exp", sweep="s1")
     cb.connect()  # as the sweep's command does, before ray.init
     cb.connect()  # idempotent: one connection

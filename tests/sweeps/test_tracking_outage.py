@@ -66,7 +66,10 @@ def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_j
             if "| best val/acc" in line:
                 _stop_server(server)
                 break
-        time.sleep(12)
+        for line in sweep.stdout:  # and comes back once the progress line says it is away
+            lines.append(line)
+            if "| MLflow tracking behind: " in line:
+                break
         server = _start_server(tmp_path, port)
         rest, _ = sweep.communicate(timeout=300)
         output = "".join(lines) + rest

@@ -30,7 +30,8 @@ def test_trial_given_a_gpu_by_ray_fails_without_cuda(tmp_path, cifar_jpeg_dir):
         import os, ray
         from ray import tune
         import trainable
-        ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False,
+                 log_to_driver=False)
         config = {{"arch": "resnet18", "small_stem": False, "init": "random", "device": "auto",
                   "data.dataset": {str(cifar_jpeg_dir)!r}, "data.n_shots": 2,
                   "data.val_per_class": 2, "data.test_per_class": 2, "optim.epochs": 1}}
