@@ -95,6 +95,8 @@ class SweepConfig:
     experiment: str = _f("ghn-sweep", "MLflow experiment")
     name: str = _f("", "sweep name (Ray experiment, MLflow parent run); default "
                        "noise_vs_lr-<preset>")
+    progress_every: float = _f(10.0, "seconds between progress lines at most (a new best trial "
+                                     "shows at once); 0: a line at every change")
     address: str = _f(os.environ.get("RAY_ADDRESS", ""),
                       "Ray cluster to join ('auto', 'ray://host:10001'; `ray job submit` sets "
                       "RAY_ADDRESS); default: in-process Ray")
@@ -197,6 +199,8 @@ def _validate(cfg: SweepConfig) -> None:
         _fail("reduction_factor", cfg.reduction_factor, "must be >= 2")
     if cfg.grace_period > cfg.max_epochs:
         _fail("grace_period", cfg.grace_period, f"must be <= --max-epochs={cfg.max_epochs}")
+    if not cfg.progress_every >= 0:
+        _fail("progress_every", cfg.progress_every, "must be >= 0 seconds")
     if cfg.gpus_per_trial < 0 or cfg.cpus_per_trial <= 0 or cfg.max_failures < 0:
         _fail("gpus_per_trial/cpus_per_trial/max_failures",
               (cfg.gpus_per_trial, cfg.cpus_per_trial, cfg.max_failures), "out of range")

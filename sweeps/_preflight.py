@@ -48,6 +48,7 @@ HARMLESS = {
     "gpus_per_trial": "the share of a GPU per trial, while trials keep training on a GPU (from 0 "
                       "or to 0 it changes the device, which is not harmless)",
     "preset": "a preset only fills the other fields, which are compared one by one",
+    "progress_every": "how often the driver prints its progress line",
 }
 _NOT_COMPARED = ("resume",)
 

@@ -63,7 +63,8 @@ def _parent_page(cleared: Cleared) -> tuple[str, str] | None:
 def _phases(cfg: SweepConfig, cleared: Cleared) -> bool:
     """The search, then the repeats; whether they were interrupted."""
     out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
-    progress = ProgressCallback(METRIC, cfg.max_epochs, cleared.tracking)
+    progress = ProgressCallback(METRIC, cfg.max_epochs, cleared.tracking,
+                                every_s=cfg.progress_every)
     # The progress first: its last line's counts reach the parent run before the tracking's
     # end waits for the writes and closes it.
     search = build_tuner(cfg, [progress, cleared.tracking]).fit()
@@ -83,7 +84,8 @@ def _repeat(cfg: SweepConfig, search: tune.ResultGrid, cleared: Cleared, out: Pa
         return False
     log.info("repeats: %d configurations x %d seeds", len(configs) // cfg.repeats, cfg.repeats)
     tracking = tracking_for(cfg, cleared.sweep_id, final=True, phase="repeats")
-    progress = ProgressCallback(METRIC, cfg.max_epochs, tracking, phase="repeats")
+    progress = ProgressCallback(METRIC, cfg.max_epochs, tracking, phase="repeats",
+                                every_s=cfg.progress_every)
     grid = build_tuner(cfg, [progress, tracking], repeats=configs).fit()
     write_outputs(cfg, grid, out, phase="repeats")
     return phase_interrupted(grid, len(configs))

@@ -33,13 +33,14 @@ COUNTS = re.compile(r"(\d+) running · (\d+) finished · (\d+) stopped early · 
 
 def tiny_sweep_argv(tmp_path: Path, reference_dir: Path, data_dir: Path, *extra: str,
                     tracking_uri: str | None = None) -> list[str]:
-    """A sweep of 3 trials of 2 epochs on 10 images a class, without repeats."""
+    """A sweep of 3 trials of 2 epochs on 10 images a class, without repeats, with a progress
+    line at every change (the drills act on them)."""
     return [sys.executable, str(SCRIPT), "--dataset", str(data_dir),
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
             "--storage", str(tmp_path / "ray_results"),
             "--tracking-uri", tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
             "--n-shots", "10", "--repeats", "0", "--num-samples", "3", "--max-epochs", "2",
-            "--grace-period", "2", "--max-concurrent", "1", *extra]
+            "--grace-period", "2", "--max-concurrent", "1", "--progress-every", "0", *extra]
 
 
 def sweep_env(tmp_path: Path) -> dict[str, str]:
@@ -131,7 +132,8 @@ def test_ctrl_c_sigterm_and_kill_9_each_resume_to_one_whole_sweep(tmp_path, refe
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
             "--storage", str(tmp_path / "ray_results"),
             "--tracking-uri", new_mlflow_store(tmp_path / "mlflow.db"), "--n-shots", "5",
-            "--repeats", "0", "--num-samples", str(n), "--max-epochs", "2", "--grace-period", "1"]
+            "--repeats", "0", "--num-samples", str(n), "--max-epochs", "2", "--grace-period", "1",
+            "--progress-every", "0"]  # a line at every change: the drill stops on them
     resume = [*argv, "--resume"]
     sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
 
