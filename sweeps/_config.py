@@ -144,10 +144,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
     # Transfer on 2 CPU cores: a GHN trained here (the ghn_train_* defaults: five CIFAR-10
     # classes, no ConvNeXt) initialises a ResNet and a ConvNeXt fine-tuned on the five classes
-    # it never saw; 6 epochs leave the first-epoch regime, 5 seeds repeat the best of each.
+    # it never saw; 6 epochs leave the first-epoch regime; 17 seeds repeat the best of each, as
+    # many as a paired gain needs for a 95% interval of about +-2 points (docs/results.md).
     "transfer": {"ghn": "", "classes": ("dog", "frog", "horse", "ship", "truck"),
                  "archs": ("resnet18", "convnext_tiny"), "n_shots": 100, "num_samples": 12,
-                 "max_epochs": 6, "grace_period": 2, "repeats": 5, "repeat_top": 1,
+                 "max_epochs": 6, "grace_period": 2, "repeats": 17, "repeat_top": 1,
                  "test_eval": "on_best_val", "checkpoint_every": 3, "recipe": "transfer"},
     "paper": {"num_samples": 64, "max_epochs": 300, "archs": ("resnet50", "convnext_base"),
               "n_shots": 100, "recipe": "paper", "repeats": 3,
