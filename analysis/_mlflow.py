@@ -8,6 +8,7 @@ ended, are the `contract`'s.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -32,6 +33,12 @@ from ._data import ReportError, Sweep, Trial
 
 _logger = logging.getLogger(__name__)
 
+# A metric's history is one request. A tracking server answers several at once, which at 1,000
+# trials x 9 metrics turns minutes of round trips into seconds; a local SQLite store or file
+# store serialises them, and threads only add locking to it.
+_SERVER_FETCHES = 8
+
+
 def read_mlflow(
     *, tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None,
     sweep: str | None = None,
@@ -46,7 +53,8 @@ def read_mlflow(
     others = len(runs) - len(children) - 1
     if others > 0:
         notes.append(f"{others} other run(s) in the experiment (other sweeps) were left out.")
-    trials = [_trial(client, run) for run in children]
+    histories = _histories(client, tracking_uri, children)
+    trials = [_trial(run, histories) for run in children]
     # KILLED: the sweep was stopped (Ctrl-C) and may be resumed; its report is a snapshot.
     running = (parent.info.status in ("RUNNING", "KILLED")
                or any(t.status in (TrialStatus.RUNNING, TrialStatus.INTERRUPTED)
@@ -114,17 +122,31 @@ def _all_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
             return runs
 
 
-def _trial(client: MlflowClient, run: Run) -> Trial:
+def _histories(client: MlflowClient, uri: str,
+               runs: list[Run]) -> dict[tuple[str, str], dict[int, float]]:
+    """Every epoch metric's history of every run, by (run id, metric): concurrently from a
+    tracking server, one after the other from a local store."""
+    keys = [(r.info.run_id, name) for r in runs for name in EPOCH_METRICS
+            if name in r.data.metrics]
+
+    def fetch(key: tuple[str, str]) -> dict[int, float]:
+        return {int(m.step): float(m.value) for m in client.get_metric_history(*key)
+                if m.step >= 1}
+
+    if uri.startswith(("http://", "https://")):
+        with ThreadPoolExecutor(_SERVER_FETCHES) as pool:
+            return dict(zip(keys, pool.map(fetch, keys)))
+    return {key: fetch(key) for key in keys}
+
+
+def _trial(run: Run, histories: dict[tuple[str, str], dict[int, float]]) -> Trial:
     tags, metrics = run.data.tags, run.data.metrics
     config: dict[str, object] = dict(run.data.params)
     for key in ("arch", "init", "ghn"):
         if key not in config and key in tags:
             config[key] = tags[key]
-    history = {}
-    for name in EPOCH_METRICS:
-        if name in metrics:
-            points = client.get_metric_history(run.info.run_id, name)
-            history[name] = {int(m.step): float(m.value) for m in points if m.step >= 1}
+    history = {name: histories[run.info.run_id, name] for name in EPOCH_METRICS
+               if name in metrics}
     end, start = run.info.end_time, run.info.start_time
     return Trial(
         trial_id=tags.get(TRIAL_ID_TAG, run.info.run_id),

@@ -61,7 +61,8 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn: Callable = sweep_tr
         return _restore(cfg, path, trainable)
     # Tune's per-trial result.json and progress.csv, which the ResultGrid reads, whatever
     # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`quiet_tune` sets it).
-    callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback(), CheckpointRetention()]
+    callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback(),
+                 CheckpointRetention(keep_ended=repeats is None)]
     common = {"metric": METRIC, "mode": MODE, "trial_dirname_creator": trial_dirname,
               # A new trial reuses a finished one's process: no second torch import, and the
               # node's caches are warm.

@@ -43,6 +43,25 @@ def test_an_ended_trials_newest_checkpoint_stays_and_it_leaves_the_state(tmp_pat
     assert [p.name for p in (tmp_path / "t1").iterdir()] == ["checkpoint_000001"]
 
 
+def test_a_finished_repeat_keeps_no_checkpoint_and_an_errored_one_keeps_its_newest(tmp_path):
+    keep = CheckpointRetention(keep_ended=False)
+    done, failed = FakeTrial("done"), FakeTrial("failed")
+    for trial in (done, failed):
+        for n in range(2):
+            keep.on_checkpoint(0, [], trial, _checkpoint(tmp_path, trial.trial_id, n))
+    keep.get_state()  # both newest checkpoints recorded while the trials still run
+    keep.on_trial_complete(0, [], done)
+    keep.on_trial_error(0, [], failed)
+    keep.get_state()  # the snapshot that records how they ended
+    for _ in range(LAG - 1):
+        keep.get_state()
+    assert (tmp_path / "done" / "checkpoint_000001").exists()  # a kill now resumes from it
+    state = keep.get_state()
+    assert state["kept"] == {}
+    assert list((tmp_path / "done").iterdir()) == []
+    assert [p.name for p in (tmp_path / "failed").iterdir()] == ["checkpoint_000001"]
+
+
 def test_a_snapshot_restored_after_a_kill_deletes_what_is_left_and_skips_what_is_gone(tmp_path):
     keep = CheckpointRetention()
     trial = FakeTrial("t1")

@@ -15,6 +15,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from analysis import read_mlflow
 from contract import SWEEP_TAG, TRIAL_ID_TAG
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -98,3 +99,7 @@ def _assert_complete_record(uri: str, sweep_dir: Path) -> None:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
         assert steps == list(range(1, row["epochs"] + 1))
         assert run.info.status == ("FINISHED" if row["epochs"] == 2 else "KILLED")
+    # The report reads the same record through the server, its histories fetched concurrently.
+    report = {t.trial_id: t for t in read_mlflow(tracking_uri=uri, experiment="ghn-sweep").trials}
+    assert {tid: sorted(t.history["val/acc"]) for tid, t in report.items()} == {
+        row["trial_id"]: list(range(1, row["epochs"] + 1)) for row in table}
