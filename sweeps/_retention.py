@@ -70,6 +70,17 @@ class CheckpointRetention(tune.Callback):
         self._ended.add(trial.trial_id)
         self._touched.add(trial.trial_id)
 
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Tune ends an experiment (finished or interrupted) by saving a snapshot, then calls
+        this. When no trial has changed since the last snapshot, that snapshot is what a
+        ``--resume`` reads, and it names no superseded checkpoint: those still waiting for `LAG`
+        more snapshots go now, or a sweep's last seconds would keep all of theirs."""
+        if self._touched:  # ended by an error, with changes no snapshot recorded
+            return
+        for checkpoints in self.superseded:
+            delete(checkpoints)
+        self.superseded.clear()
+
     def get_state(self) -> dict[str, Any]:
         """Called by Tune while it writes a snapshot, after the trials' part."""
         now = []

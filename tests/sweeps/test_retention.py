@@ -62,6 +62,21 @@ def test_a_finished_repeat_keeps_no_checkpoint_and_an_errored_one_keeps_its_newe
     assert [p.name for p in (tmp_path / "failed").iterdir()] == ["checkpoint_000001"]
 
 
+def test_the_experiments_end_deletes_what_its_last_snapshot_no_longer_names(tmp_path):
+    keep = CheckpointRetention(keep_ended=False)
+    done, running = FakeTrial("done"), FakeTrial("running")
+    for trial in (done, running):
+        for n in range(2):
+            keep.on_checkpoint(0, [], trial, _checkpoint(tmp_path, trial.trial_id, n))
+    keep.on_trial_complete(0, [], done)
+    keep.on_experiment_end([])  # no snapshot has recorded any of this: nothing goes
+    assert len(list(tmp_path.glob("*/checkpoint_*"))) == 4
+    keep.get_state()  # Tune's final snapshot (an interrupted sweep: one trial still runs)
+    keep.on_experiment_end([])
+    assert list((tmp_path / "done").iterdir()) == []
+    assert [p.name for p in (tmp_path / "running").iterdir()] == ["checkpoint_000001"]
+
+
 def test_a_snapshot_restored_after_a_kill_deletes_what_is_left_and_skips_what_is_gone(tmp_path):
     keep = CheckpointRetention()
     trial = FakeTrial("t1")
