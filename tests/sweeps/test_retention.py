@@ -17,6 +17,15 @@ def _checkpoint(tmp_path, trial_id, n):
     return tune.Checkpoint.from_directory(str(path))
 
 
+def _two_checkpoints_each(keep: CheckpointRetention, tmp_path, *trial_ids: str) -> list:
+    """Trials named ``trial_ids``, each having made checkpoints 0 and 1 under ``keep``."""
+    trials = [FakeTrial(trial_id) for trial_id in trial_ids]
+    for trial in trials:
+        for n in range(2):
+            keep.on_checkpoint(0, [], trial, _checkpoint(tmp_path, trial.trial_id, n))
+    return trials
+
+
 def test_a_superseded_checkpoint_goes_only_after_lag_snapshots_name_a_newer_one(tmp_path):
     keep = CheckpointRetention()
     trial = FakeTrial("t1")
@@ -45,10 +54,7 @@ def test_an_ended_trials_newest_checkpoint_stays_and_it_leaves_the_state(tmp_pat
 
 def test_a_finished_repeat_keeps_no_checkpoint_and_an_errored_one_keeps_its_newest(tmp_path):
     keep = CheckpointRetention(keep_ended=False)
-    done, failed = FakeTrial("done"), FakeTrial("failed")
-    for trial in (done, failed):
-        for n in range(2):
-            keep.on_checkpoint(0, [], trial, _checkpoint(tmp_path, trial.trial_id, n))
+    done, failed = _two_checkpoints_each(keep, tmp_path, "done", "failed")
     keep.get_state()  # both newest checkpoints recorded while the trials still run
     keep.on_trial_complete(0, [], done)
     keep.on_trial_error(0, [], failed)
@@ -64,10 +70,7 @@ def test_a_finished_repeat_keeps_no_checkpoint_and_an_errored_one_keeps_its_newe
 
 def test_the_experiments_end_deletes_what_its_last_snapshot_no_longer_names(tmp_path):
     keep = CheckpointRetention(keep_ended=False)
-    done, running = FakeTrial("done"), FakeTrial("running")
-    for trial in (done, running):
-        for n in range(2):
-            keep.on_checkpoint(0, [], trial, _checkpoint(tmp_path, trial.trial_id, n))
+    done, _ = _two_checkpoints_each(keep, tmp_path, "done", "running")
     keep.on_trial_complete(0, [], done)
     keep.on_experiment_end([])  # no snapshot has recorded any of this: nothing goes
     assert len(list(tmp_path.glob("*/checkpoint_*"))) == 4
