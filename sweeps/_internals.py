@@ -3,8 +3,9 @@ tested with.
 
 Tune offers no public way to change a restored Tuner's searcher or callbacks, to save ASHA's
 rungs with its experiment state (``TuneController.__getstate__`` drops the scheduler, and
-``AsyncHyperBandScheduler.save`` pickles the whole scheduler to a file of its own), or to ask
-``OptunaSearch`` which Tune trial is which Optuna trial. These are attributes of Ray 2.60 and
+``AsyncHyperBandScheduler.save`` pickles the whole scheduler to a file of its own), to ask
+``OptunaSearch`` which Tune trial is which Optuna trial, or to say where in storage a trial's
+directory is. These are attributes of Ray 2.60 and
 Optuna 5.1 that any release may rename, so they are all here, and importing this module fails with
 a clear message on versions outside the tested range rather than midway through a sweep.
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 import optuna
 import ray
+from pyarrow import fs
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -48,6 +51,13 @@ def restored_searcher(tuner: Any) -> Any:
 def restored_callbacks(tuner: Any) -> list:
     """The callbacks a restored ``tune.Tuner`` runs (pickled at the sweep's first start)."""
     return tuner._local_tuner.get_run_config().callbacks or []
+
+
+# --- a trial's directory in storage -------------------------------------------------------------
+
+def trial_storage(trial: Trial) -> tuple[fs.FileSystem, str]:
+    """The filesystem of the sweep's storage and the trial's directory on it."""
+    return trial.storage.storage_filesystem, trial.storage.trial_fs_path
 
 
 # --- ASHA's rungs -------------------------------------------------------------------------------

@@ -6,9 +6,12 @@ epoch.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
+from pyarrow import fs
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -23,6 +26,8 @@ from ._resume import SchedulerState, apply_harmless, heal_checkpoints
 from ._retention import CheckpointRetention
 from ._searchers import repeats_algorithm, search_algorithm
 from ._trial import sweep_trial
+
+log = logging.getLogger(__name__)
 
 
 def quiet_tune() -> None:
@@ -45,6 +50,30 @@ def trial_dirname(trial: Trial) -> str:
                      *describe(trial.config).split()])
 
 
+class ReportsKeptOnRetry(tune.Callback):
+    """Puts a retried trial's ``result.json`` in storage before the trial restarts.
+
+    The driver appends each report to the file in its staging directory and copies it to
+    storage with Tune's snapshots, every 10 s or so. A trial that restarts from a checkpoint
+    first gets the file back from storage, over the driver's: without this, the reports that
+    arrived since the last snapshot were lost (a trial whose node died 5 s after its epoch-2
+    checkpoint resumed at epoch 3, and its result.json had no epoch 2). ``progress.csv`` stays
+    open across a retry and loses nothing.
+    """
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info) -> None:
+        local = Path(trial.local_path, "result.json")
+        if not local.is_file():
+            return
+        storage, trial_dir = _internals.trial_storage(trial)
+        try:
+            storage.create_dir(trial_dir, recursive=True)
+            fs.copy_files(str(local), f"{trial_dir}/result.json", destination_filesystem=storage)
+        except OSError as e:  # the storage is unreachable: the retry goes on, as Tune's would
+            log.warning("could not save the result.json of trial %s before its retry (%s); it "
+                        "may lose the reports since Tune's last snapshot", trial.trial_id, e)
+
+
 def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn: Callable = sweep_trial,
                 repeats: list[dict] | None = None) -> tune.Tuner:
     """A new Tuner, or with `cfg.resume` the interrupted one; `trial_fn(config, sweep)`.
@@ -60,8 +89,8 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn: Callable = sweep_tr
     if cfg.resume and tune.Tuner.can_restore(path):
         return _restore(cfg, path, trainable)
     # Tune's per-trial result.json and progress.csv, which the ResultGrid reads, whatever
-    # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`quiet_tune` sets it).
-    callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback(),
+    # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS says (`quiet_tune` sets it), all reports kept.
+    callbacks = [*callbacks, CSVLoggerCallback(), JsonLoggerCallback(), ReportsKeptOnRetry(),
                  CheckpointRetention(keep_ended=repeats is None)]
     common = {"metric": METRIC, "mode": MODE, "trial_dirname_creator": trial_dirname,
               # A new trial reuses a finished one's process: no second torch import, and the

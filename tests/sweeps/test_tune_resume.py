@@ -1,6 +1,8 @@
 """Real Ray Tune runs on one Ray for the module: a trial killed mid-way, restored with
 Tuner.restore, one MLflow run; a trial that fails once is retried from its checkpoint."""
 
+import csv
+import json
 import logging
 import os
 
@@ -371,3 +373,64 @@ def test_failing_trial_is_retried_from_its_checkpoint(ray_local, tmp_path, refer
     # The MLflow run is the complete record: each epoch once, so the retry resumed after epoch 2.
     assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch")] == [1, 2, 3]
     assert os.path.exists(tmp_path / "ray" / cfg.sweep_name)
+
+
+def _dies_once_after_a_sync(marker: str):
+    """Checkpoints epochs 1-4. The first attempt waits after epoch 1 until Tune has copied its
+    result.json to storage, then reports epoch 2 and dies, before Tune's next snapshot."""
+
+    def trial(config):
+        import glob
+        import json
+        import os
+        import tempfile
+        import time
+
+        from ray import tune
+
+        start = 1
+        if (checkpoint := tune.get_checkpoint()) is not None:
+            with checkpoint.as_directory() as d, open(os.path.join(d, "epoch.json")) as f:
+                start = json.load(f) + 1
+        for epoch in range(start, 5):
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "epoch.json"), "w") as f:
+                    json.dump(epoch, f)
+                tune.report({"epoch": epoch, "val/acc": 0.1 * epoch},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+            if epoch == 1 and not os.path.exists(marker):
+                synced = os.path.join(config["storage"], "*", "result.json")
+                while not any(open(f).read().strip() for f in glob.glob(synced)):
+                    time.sleep(0.02)
+            if epoch == 2 and not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError("lost its node")
+
+    return trial
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "tune-alone"])
+def test_a_retried_trials_result_files_keep_every_report(ray_local, tmp_path, monkeypatch, kept):
+    """Tune copies a retried trial's result.json back from storage over the driver's copy;
+    `ReportsKeptOnRetry` puts the driver's there first. Without it the reports
+    since Tune's last snapshot are gone (here epoch 2: Tune snapshots every 3 s)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from sweeps._tuner import ReportsKeptOnRetry
+
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "3")
+    callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), *([ReportsKeptOnRetry()] * kept)]
+    storage = tmp_path / "ray" / "retry"
+    tune.Tuner(
+        _dies_once_after_a_sync(str(tmp_path / "died")), param_space={"storage": str(storage)},
+        tune_config=tune.TuneConfig(metric="val/acc", mode="max"),
+        run_config=tune.RunConfig(name="retry", storage_path=str(storage.parent), verbose=0,
+                                  callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=1))).fit()
+    (trial_dir,) = storage.glob("trial*")
+    epochs = [json.loads(line)["epoch"]
+              for line in (trial_dir / "result.json").read_text().splitlines()]
+    with open(trial_dir / "progress.csv") as f:
+        csv_epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert csv_epochs == [1, 2, 3, 4]  # Tune's CSV logger keeps its file open across the retry
+    assert epochs == ([1, 2, 3, 4] if kept else [1, 3, 4])  # without it, epoch 2 is lost
