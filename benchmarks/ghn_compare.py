@@ -14,12 +14,17 @@ measures each the two ways this project does:
         [--hid 32] [--heads 8] [--layers 3] [--epochs 10] [--seeds 3]
 
 The cosine schedule runs over ``--max-steps``; a budget that ends first stops there, so both
-GHNs see the same schedule up to where the slower one stops. Checkpoints go to ``--out``.
+GHNs see the same schedule up to where the slower one stops. Checkpoints go to ``--out``, each
+with a ``<kind>.json`` of how it was trained; run again with the same training settings, the
+comparison reuses them and trains nothing (the fine-tuning flags may differ). Both GHNs train
+before anything else runs, each alone on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -45,20 +50,30 @@ KINDS = ("ghn2", "ghn3")
 def train_for(kind: str, args: argparse.Namespace, classes: tuple[str, ...], out: Path
               ) -> tuple[Path, str]:
     """Train a GHN of ``kind`` until ``--minutes`` pass (or ``--max-steps``); its checkpoint
-    path and how far it got in words."""
+    path and how far it got in words. A checkpoint of the same settings already at
+    ``<out>/<kind>.pt`` is reused (a comparison stopped during fine-tuning goes on from there)."""
     cfg = TrainConfig(model=kind, steps=args.max_steps, hid=args.hid, heads=args.heads,
                       layers=args.layers, meta_batch=args.meta_batch, batch_size=args.batch_size,
                       image_size=args.image_size, held_out=args.held_out,
                       families=tuple(args.families.split(",")), seed=args.seed)
+    path, record = out / f"{kind}.pt", out / f"{kind}.json"
+    if path.is_file() and record.is_file():
+        done = json.loads(record.read_text())
+        if done["train_config"] == json.loads(json.dumps(dataclasses.asdict(cfg))) \
+                and done["minutes"] == args.minutes and done["classes"] == list(classes):
+            return path, f"{done['trained']}, reused from {path}"
     images = load_images(args.data, classes, "train", args.train_per_class)
     trainer = Trainer(cfg, images)
     start = time.perf_counter()
     while trainer.step_count < cfg.steps and time.perf_counter() < start + 60 * args.minutes:
         trainer.step()
-    path = out / f"{kind}.pt"
     save_atomic(trainer.checkpoint(), path)
-    return path, (f"{trainer.step_count} steps in {time.perf_counter() - start:.0f} s "
-                  f"(budget {args.minutes:g} min)")
+    trained = (f"{trainer.step_count} steps in {time.perf_counter() - start:.0f} s "
+               f"(budget {args.minutes:g} min)")
+    record.write_text(json.dumps({"trained": trained, "minutes": args.minutes,
+                                  "classes": list(classes),
+                                  "train_config": dataclasses.asdict(cfg)}))
+    return path, trained
 
 
 def held_out_accuracy(path: Path, args: argparse.Namespace, classes: tuple[str, ...]) -> str:
@@ -99,13 +114,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train_classes = tuple(c.strip() for c in args.train_classes.split(",") if c.strip())
     transfer_classes = [c.strip() for c in args.transfer_classes.split(",") if c.strip()]
-    lines = []
-    for kind in KINDS:
-        path, trained = train_for(kind, args, train_classes, args.out)
-        lines.append(f"{kind}: {trained}; "
-                     + held_out_accuracy(path, args, train_classes))
+    # Each GHN trains alone on the machine, then both are measured; random init's fine-tuning
+    # runs do not depend on the GHN, so both kinds pair with the same ones.
+    trained = {kind: train_for(kind, args, train_classes, args.out) for kind in KINDS}
+    lines, runs = [], {}
+    for kind, (path, how) in trained.items():
+        lines.append(f"{kind}: {how}; " + held_out_accuracy(path, args, train_classes))
         print(lines[-1], flush=True)
-        gains = ghn_transfer.transfer(args, str(path), transfer_classes, list(ghn_transfer.INITS))
+    for kind, (path, _) in trained.items():
+        gains = ghn_transfer.transfer(args, str(path), transfer_classes,
+                                      list(ghn_transfer.INITS), runs=runs)
         for init, g in gains.items():
             lines.append(f"{kind} fine-tuning gain[{init}]={100 * g.mean:+.1f} points (95% "
                          f"interval {100 * g.lo:+.1f} to {100 * g.hi:+.1f}, paired over "

@@ -74,16 +74,23 @@ def main() -> None:
               f"{100 * g.lo:+.1f} to {100 * g.hi:+.1f}, paired over {g.n} seeds)")
 
 
-def transfer(args: argparse.Namespace, ghn: str, classes: list[str], inits: list[str]
+def transfer(args: argparse.Namespace, ghn: str, classes: list[str], inits: list[str],
+             runs: dict[tuple[str, float], dict[int, tuple[float, float]]] | None = None
              ) -> dict[str, Any]:
     """Fine-tune from every init at every lr and seed, print each run and each init's chosen
-    lr; return each non-random init's test-accuracy gain over random, paired by seed."""
+    lr; return each non-random init's test-accuracy gain over random, paired by seed.
+
+    ``runs`` ((init, lr) -> seed -> (val, test) at the best validation epoch) is filled in; a
+    random-init run already in it is not run again (it does not depend on the GHN)."""
     lrs = [float(x) for x in args.lrs.split(",")]
-    # (init, lr) -> seed -> (val, test) at the best validation epoch
-    runs: dict[tuple[str, float], dict[int, tuple[float, float]]] = {}
+    runs = {} if runs is None else runs
+    for key in [k for k in runs if k[0] != "random"]:  # another GHN's runs
+        del runs[key]
     for seed in range(1, args.seeds + 1):
         for init in inits:
             for lr in lrs:
+                if seed in runs.get((init, lr), {}):
+                    continue
                 cfg = get_recipe("smoke", **{
                     "arch": args.arch, "init": "random" if init == "random" else "ghn",
                     "ghn": ghn, "seed": seed, "small_stem": args.stem == "small",
