@@ -20,6 +20,21 @@ GHN3_REFERENCE_DIR = Path(os.environ.get("GHN3_REFERENCE_DIR", SHARED / "ghn3" /
 CIFAR_JPEG_DIR = Path(os.environ.get("CIFAR10_JPEG_DIR", SHARED / "data" / "cifar10-jpeg"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory) -> Path:
+    """The cache (decoded datasets, GHN predictions, trained GHNs) of this session's tests and of
+    the drivers they start, never the user's ``~/.cache``: each test process decodes the data and
+    predicts a GHN's parameters once. A test of the cache itself sets a directory of its own."""
+    path = tmp_path_factory.mktemp("ghn-sweep-cache")
+    old = os.environ.get("GHN_SWEEP_CACHE")
+    os.environ["GHN_SWEEP_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GHN_SWEEP_CACHE", None)
+    else:
+        os.environ["GHN_SWEEP_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not REFERENCE_DIR.is_dir():

@@ -33,8 +33,8 @@ def _argv(tmp_path, reference_dir, cifar_jpeg_dir, *extra, storage=None):
             "--repeats", "0", *extra]
 
 
-def _env(tmp_path):
-    return {**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+def _env():
+    return {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the session's cache
 
 
 def _runs(tmp_path, experiment="ghn-sweep"):
@@ -59,7 +59,7 @@ def smoke_sweep(tmp_path_factory, reference_dir, cifar_jpeg_dir):
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
             "--storage", str(path / "ray_results"), "--tracking-uri", uri, "--n-shots", "10",
             "--num-samples", "8", "--max-epochs", "3", "--repeats", "2"]
-    env = {**os.environ, "GHN_SWEEP_CACHE": str(path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the session's cache
     proc = subprocess.run(argv, cwd=path, env=env, capture_output=True, text=True, timeout=900)
     return SimpleNamespace(path=path, uri=uri, argv=argv, proc=proc)
 
@@ -163,7 +163,7 @@ def test_two_gpu_nodes_pack_half_gpu_trials(tmp_path, reference_dir, cifar_jpeg_
     if not torch.cuda.is_available():  # a trial given a GPU trains on CUDA or fails
         pytest.skip("needs CUDA: two simulated nodes share this machine's GPU")
 
-    env = _env(tmp_path)
+    env = _env()
     os.environ.update({k: env[k] for k in ("GHN_SWEEP_CACHE", "RAY_AUTH_MODE")})
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1})
     cluster.add_node(num_cpus=1, num_gpus=1)

@@ -25,8 +25,7 @@ def test_smoke_sweep_with_a_ghn3_runs_to_its_report(tmp_path, ghn3_reference_dir
             "--storage", str(tmp_path / "ray_results"),
             "--tracking-uri", new_mlflow_store(tmp_path / "mlflow.db"), "--n-shots", "10",
             "--repeats", "0", "--num-samples", "2", "--max-epochs", "1"]
-    env = {**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"),
-           "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the session's cache
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -120,7 +120,7 @@ def ray_nodes(tmp_path):
     # (they listen on the machine's address, as a cluster's do).
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-               RAY_USAGE_STATS_ENABLED="0", GHN_SWEEP_CACHE=str(tmp_path / "cache"),
+               RAY_USAGE_STATS_ENABLED="0",
                # The head's GCS declares a silent node dead after 3 missed checks 1 s apart,
                # not Ray's default 5 x 3 s: Tune moves a lost node's trials only then.
                RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")

@@ -43,8 +43,8 @@ def tiny_sweep_argv(tmp_path: Path, reference_dir: Path, data_dir: Path, *extra:
             "--grace-period", "2", "--max-concurrent", "1", "--progress-every", "0", *extra]
 
 
-def sweep_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+def sweep_env() -> dict[str, str]:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the session's cache
 
 
 def _ended(line: str) -> int | None:
@@ -61,7 +61,7 @@ def _stop_when(argv: list[str], cwd: Path, ready: Callable[[str], bool],
                stop: Callable[[subprocess.Popen], None]) -> tuple[int, str]:
     """Run the driver, call ``stop`` on it at the first output line ``ready`` accepts (or after
     10 minutes), and return its exit status and output."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=sweep_env(cwd), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=cwd, env=sweep_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen, deadline = [], time.time() + 600
     try:
@@ -160,7 +160,7 @@ def test_ctrl_c_sigterm_and_kill_9_each_resume_to_one_whole_sweep(tmp_path, refe
     before = _saved_rungs(sweep_dir)
     assert before
 
-    resumed = subprocess.run(resume, cwd=tmp_path, env=sweep_env(tmp_path),
+    resumed = subprocess.run(resume, cwd=tmp_path, env=sweep_env(),
                              capture_output=True, text=True, timeout=900)
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-3000:]

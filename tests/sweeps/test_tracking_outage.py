@@ -58,7 +58,7 @@ def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_j
     server = _start_server(tmp_path, port)
     argv = tiny_sweep_argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "4",
                            tracking_uri=uri)
-    sweep = subprocess.Popen(argv, cwd=tmp_path, env=sweep_env(tmp_path),
+    sweep = subprocess.Popen(argv, cwd=tmp_path, env=sweep_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:

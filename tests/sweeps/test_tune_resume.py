@@ -18,9 +18,9 @@ pytestmark = pytest.mark.slow  # a real Ray for the module: ~8 s to start, 7-30 
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory):
+def ray_local(session_cache):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    cache = tmp_path_factory.mktemp("ghn-sweep-cache")
+    cache = session_cache
     # A Ray of the module's own, never one that `ray start` left on the machine (ray.init joins).
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"GHN_SWEEP_CACHE": str(cache), "OMP_NUM_THREADS": "1"}})

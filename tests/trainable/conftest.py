@@ -1,24 +1,9 @@
-"""Fixtures for trial tests: a per-session cache directory, tiny CPU trial configs, and a look at
-which files a tensor is memory-mapped from."""
+"""Fixtures for trial tests: tiny CPU trial configs, and a look at which files a tensor is
+memory-mapped from."""
 
 import os
 
 import pytest
-
-from ghn import CACHE_ENV
-
-
-@pytest.fixture(scope="session", autouse=True)
-def trial_cache(tmp_path_factory):
-    """Decoded datasets and GHN predictions go to a temp dir, shared by this session's tests."""
-    path = tmp_path_factory.mktemp("ghn-sweep-cache")
-    old = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = old
 
 
 @pytest.fixture
