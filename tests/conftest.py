@@ -35,27 +35,25 @@ def session_cache(tmp_path_factory) -> Path:
         os.environ["GHN_SWEEP_CACHE"] = old
 
 
+def _present(path: Path, what: str, variable: str) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"{what} not found at {path} (set {variable})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"GHN-2 reference data not found at {REFERENCE_DIR} (set GHN2_REFERENCE_DIR)")
-    return REFERENCE_DIR
+    return _present(REFERENCE_DIR, "GHN-2 reference data", "GHN2_REFERENCE_DIR")
 
 
 @pytest.fixture(scope="session")
 def ghn3_reference_dir() -> Path:
-    if not GHN3_REFERENCE_DIR.is_dir():
-        pytest.skip(f"GHN-3 reference data not found at {GHN3_REFERENCE_DIR} "
-                    "(set GHN3_REFERENCE_DIR)")
-    return GHN3_REFERENCE_DIR
+    return _present(GHN3_REFERENCE_DIR, "GHN-3 reference data", "GHN3_REFERENCE_DIR")
 
 
 @pytest.fixture(scope="session")
 def cifar_jpeg_dir() -> Path:
-    if not CIFAR_JPEG_DIR.is_dir():
-        pytest.skip(f"CIFAR-10 ImageFolder tree not found at {CIFAR_JPEG_DIR} "
-                    "(set CIFAR10_JPEG_DIR)")
-    return CIFAR_JPEG_DIR
+    return _present(CIFAR_JPEG_DIR, "CIFAR-10 ImageFolder tree", "CIFAR10_JPEG_DIR")
 
 
 @pytest.fixture(scope="session")
