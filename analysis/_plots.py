@@ -181,7 +181,8 @@ def _noise_panel(ax: Axes, curve: NoiseCurve, beta_range: tuple[float, float] | 
     if pts.empty:
         ax.text(0.5, 0.5, "no GHN + noise trial near this lr", ha="center",
                 transform=ax.transAxes, color="gray")
-    ax.legend(fontsize="x-small")
+    if ax.get_legend_handles_labels()[0]:  # an empty panel has nothing to name
+        ax.legend(fontsize="x-small")
 
 
 def learning_curves(df: pd.DataFrame, curves: pd.DataFrame) -> Figure:
