@@ -31,10 +31,18 @@ class ArchResult:
 
 
 def held_out_archs(train_config: dict, num_classes: int) -> list[tuple[str, nn.Module]]:
-    """The held-out architectures of a training run, rebuilt from its stored config."""
+    """The held-out architectures of a training run, rebuilt from its stored config, each
+    initialised from its own seed: their random-init accuracy, the floor the GHN's is compared
+    with, is the same in every evaluation of every GHN trained with that held-out set."""
+    seed = train_config["held_out_seed"]
     sampler = ArchSampler(train_config["families"], held_out=train_config["held_out"],
-                          held_out_seed=train_config["held_out_seed"])
-    return [(spec.name, build(spec, num_classes)) for spec in sampler.held_out]
+                          held_out_seed=seed)
+    archs = []
+    for i, spec in enumerate(sampler.held_out):
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            torch.manual_seed(seed + i)
+            archs.append((spec.name, build(spec, num_classes)))
+    return archs
 
 
 def named_archs(names: list[str], num_classes: int) -> list[tuple[str, nn.Module]]:

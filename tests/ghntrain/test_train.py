@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ from ghntrain import (
     TrainImages,
     accuracy,
     build,
+    held_out_archs,
     prepare_arch,
     sample_spec,
     train,
@@ -167,6 +169,23 @@ def test_held_out_architectures_are_fixed_by_seed_and_never_trained_on():
     assert {only.sample(rng).family for _ in range(20)} == {"mobilenet"}
     with pytest.raises(ValueError, match="families must be some of darts"):
         ArchSampler(("vgg",))
+
+
+def test_held_out_architectures_start_from_the_same_random_init_every_time():
+    """Their random-init accuracy is the floor a GHN is compared with: the same in every
+    evaluation, and the caller's random state is left alone."""
+    config = dataclasses.asdict(TrainConfig(held_out=2, families=("resnet", "mobilenet")))
+    torch.manual_seed(1)
+    first = held_out_archs(config, num_classes=5)
+    after = torch.rand(1)
+    torch.manual_seed(2)
+    second = held_out_archs(config, num_classes=5)
+    for (name_a, a), (name_b, b) in zip(first, second):
+        assert name_a == name_b
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                     b.state_dict().values()))
+    torch.manual_seed(1)
+    assert torch.equal(after, torch.rand(1))  # held_out_archs drew nothing from it
 
 
 def test_evaluation_batches_mix_the_classes_of_a_class_sorted_test_set():
