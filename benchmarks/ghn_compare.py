@@ -117,13 +117,13 @@ def main() -> None:
     # Each GHN trains alone on the machine, then both are measured; random init's fine-tuning
     # runs do not depend on the GHN, so both kinds pair with the same ones.
     trained = {kind: train_for(kind, args, train_classes, args.out) for kind in KINDS}
-    lines, runs = [], {}
+    lines, random_runs = [], {}
     for kind, (path, how) in trained.items():
         lines.append(f"{kind}: {how}; " + held_out_accuracy(path, args, train_classes))
         print(lines[-1], flush=True)
     for kind, (path, _) in trained.items():
         gains = ghn_transfer.transfer(args, str(path), transfer_classes,
-                                      list(ghn_transfer.INITS), runs=runs)
+                                      list(ghn_transfer.INITS), random_runs=random_runs)
         for init, g in gains.items():
             lines.append(f"{kind} fine-tuning gain[{init}]={100 * g.mean:+.1f} points (95% "
                          f"interval {100 * g.lo:+.1f} to {100 * g.hi:+.1f}, paired over "

@@ -75,17 +75,18 @@ def main() -> None:
 
 
 def transfer(args: argparse.Namespace, ghn: str, classes: list[str], inits: list[str],
-             runs: dict[tuple[str, float], dict[int, tuple[float, float]]] | None = None
+             random_runs: dict[float, dict[int, tuple[float, float]]] | None = None
              ) -> dict[str, Any]:
     """Fine-tune from every init at every lr and seed, print each run and each init's chosen
     lr; return each non-random init's test-accuracy gain over random, paired by seed.
 
-    ``runs`` ((init, lr) -> seed -> (val, test) at the best validation epoch) is filled in; a
-    random-init run already in it is not run again (it does not depend on the GHN)."""
+    ``random_runs`` (lr -> seed -> (val, test)) is random init's runs, filled in here: they do
+    not depend on the GHN, so a run already in it is not run again."""
     lrs = [float(x) for x in args.lrs.split(",")]
-    runs = {} if runs is None else runs
-    for key in [k for k in runs if k[0] != "random"]:  # another GHN's runs
-        del runs[key]
+    # (init, lr) -> seed -> (val, test) at the best validation epoch
+    runs: dict[tuple[str, float], dict[int, tuple[float, float]]] = {}
+    if random_runs is not None:
+        runs.update({("random", lr): random_runs.setdefault(lr, {}) for lr in lrs})
     for seed in range(1, args.seeds + 1):
         for init in inits:
             for lr in lrs:

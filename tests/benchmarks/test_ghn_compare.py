@@ -40,3 +40,8 @@ def test_ghn_compare_trains_both_kinds_and_prints_accuracy_and_gains(cifar_jpeg_
         for init in ("ghn", "ghn+pp"):
             assert re.search(rf"^{kind} fine-tuning gain\[{re.escape(init)}\]=[+-][\d.]+ points "
                              r"\(95% interval .* paired over 2 seeds\)", summary, re.M), out
+    # Random init's runs do not depend on the GHN: one per seed, shared by both kinds; each
+    # kind's own inits run once per seed.
+    runs = re.findall(r"^seed (\d) (\S+)\s+lr", out, re.M)
+    assert sorted(runs) == sorted([(s, i) for s in "12" for i in ("random", "ghn", "ghn+pp")]
+                                  + [(s, i) for s in "12" for i in ("ghn", "ghn+pp")])
