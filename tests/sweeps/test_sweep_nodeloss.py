@@ -3,13 +3,15 @@
 A head that runs no trials (0 CPUs, as cluster.yaml's head) and a worker node are each a
 ``ray start --block`` of this test, in a session of their own, with their own temp dir, ports
 and auth token, so nothing here can reach or be reached by another Ray on the machine. The
-sweep's driver joins with ``--address``; once a trial has saved a checkpoint and before it ends,
-the worker node is SIGKILLed whole (raylet, agents, the trials' processes), and a new worker
-node joins in its place, as the autoscaler would start one.
+sweep's driver joins with ``--address``; once the driver holds a trial's checkpoint and before
+the trial ends, the worker node stops answering (SIGSTOP, which keeps the trial cut off however
+short its epochs), then is SIGKILLed whole (raylet, agents, the trials' processes), and a new
+worker node joins in its place, as the autoscaler would start one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,7 +32,7 @@ from mlflow.tracking import MlflowClient
 from contract import RETRIED_TAG, SWEEP_TAG, TRIAL_ID_TAG
 
 SCRIPT = Path(__file__).resolve().parents[2] / "sweeps" / "noise_vs_lr.py"
-EPOCHS, EVERY, TRIALS = 4, 2, 2  # checkpoints after epochs 2 and 4; the kill falls in between
+EPOCHS, EVERY, TRIALS = 6, 3, 2  # checkpoints after epochs 3 and 6; the kill falls in between
 COUNTS = re.compile(r"(\d+) running · (\d+) finished · (\d+) stopped early · (\d+) diverged · "
                     r"(\d+) failed")
 
@@ -93,6 +95,14 @@ class RayNodes:
                 pass
         return out
 
+    def freeze(self, name: str) -> set[int]:
+        """SIGSTOP to every process of the node (a machine that stopped answering); its pids."""
+        pids = self.pids(name)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return pids
+
     def kill(self, name: str) -> None:
         """SIGKILL to every process of the node at once, until none is left."""
         for _ in range(50):
@@ -139,24 +149,40 @@ def _reports(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _kill_moment(client: MlflowClient, driver: subprocess.Popen, timeout_s: float) -> None:
-    """Wait until the driver holds a trial's first checkpoint and that trial has epochs to go.
+def _driver_reports(head_temp_dir: str) -> list[list[dict]]:
+    """Each trial's reports as the driver holds them: its own result.json, written (and flushed)
+    as Tune takes each result, checkpoint included. Only whole lines count."""
+    out = []
+    for path in Path(head_temp_dir).glob("session_*/artifacts/*/*/driver_artifacts/*/result.json"):
+        lines = path.read_text().split("\n")[:-1]  # the last one may be half written
+        out.append([json.loads(line) for line in lines if line.strip()])
+    return out
 
-    The driver logs an epoch to MLflow once Tune has taken its result, checkpoint included
-    (Tune's result.json reaches the storage only when a trial ends).
-    """
+
+def _cut_off(reports: list[dict]) -> bool:
+    """The driver holds a checkpoint of this trial, and the trial has epochs to go."""
+    return bool(reports) and reports[-1]["epoch"] < EPOCHS and any(
+        r["checkpoint_dir_name"] for r in reports)
+
+
+def _freeze_at_kill_moment(nodes: RayNodes, driver: subprocess.Popen, log: Path,
+                           timeout_s: float) -> set[int]:
+    """Freeze the worker node (SIGSTOP) once the driver holds a trial's checkpoint and that trial
+    has epochs to go; return the node's pids. Frozen, the trial stays cut off until the kill,
+    however short its epochs (under a second each here, with the data cached)."""
+    head_temp_dir = nodes.temp_dirs[0]
     deadline = time.time() + timeout_s
-    exp = None
     while time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)  # an epoch takes a few seconds; the driver needs the CPU more
-        exp = exp or client.get_experiment_by_name("ghn-sweep")
-        runs = client.search_runs([exp.experiment_id], "metrics.epoch >= 1") if exp else []
-        epochs = [r.data.metrics["epoch"] for r in runs]
-        if any(EVERY <= e < EPOCHS for e in epochs):
-            return
-        if len(epochs) == TRIALS and min(epochs) >= EPOCHS:
-            pytest.fail("the trials ended before the kill: their epochs are too short to hit")
-    pytest.fail(f"no checkpoint within {timeout_s} s (driver exit status {driver.poll()})")
+        time.sleep(0.05)
+        if any(map(_cut_off, _driver_reports(head_temp_dir))):
+            pids = nodes.freeze("worker1")
+            time.sleep(1.0)  # a report sent before the freeze still reaches the driver
+            if any(map(_cut_off, _driver_reports(head_temp_dir))):
+                return pids
+            pytest.fail("every trial checkpointed had ended by the freeze: "
+                        f"{_driver_reports(head_temp_dir)}")
+    pytest.fail(f"no checkpoint within {timeout_s} s (driver exit status {driver.poll()}):\n"
+                f"{log.read_text()[-3000:]}")
 
 
 def _trial_id(trial_dir: Path) -> str:
@@ -188,8 +214,7 @@ def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, ref
     try:
         ray_nodes.wait("worker1")
         sweep_dir = tmp_path / "ray_results" / "noise_vs_lr-smoke"
-        _kill_moment(MlflowClient(uri), driver, timeout_s=480)
-        doomed = ray_nodes.pids("worker1")
+        doomed = _freeze_at_kill_moment(ray_nodes, driver, log, timeout_s=480)
         # The replacement starts now (Ray's import alone takes it seconds, so it joins after
         # the kill; had it joined before, the trials would still be on worker1, and move).
         ray_nodes.start("worker2", "--num-cpus", str(TRIALS))
