@@ -19,10 +19,7 @@ __all__ = ["LayerReport", "apply_postproc", "list_layers", "corr_std"]
 
 _logger = logging.getLogger(__name__)
 
-# torch.corrcoef materialises an n x n matrix; above this many rows (8192**2 floats = 256 MiB)
-# the same statistic is accumulated block by block instead.
-_FULL_CORRCOEF_MAX_ROWS = 8192
-_BLOCK_ELEMENTS = 1 << 24  # entries of one correlation block in the blockwise path (64 MiB)
+_BLOCK_ELEMENTS = 1 << 22  # float64 entries of one row block (32 MiB)
 
 
 @dataclass(frozen=True)
@@ -60,27 +57,40 @@ def _as_2d(weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return mat, False
 
 
-def corr_std(mat: torch.Tensor, *, max_full_rows: int = _FULL_CORRCOEF_MAX_ROWS) -> torch.Tensor:
-    """std (Bessel-corrected) of `torch.corrcoef(mat)`'s entries, rows as variables.
+def corr_std(mat: torch.Tensor) -> torch.Tensor:
+    """std (Bessel-corrected) of the entries of `torch.corrcoef(mat)` (rows as variables), in
+    `mat`'s dtype, NaN where a row has zero variance, as corrcoef gives.
 
-    Small matrices use torch.corrcoef exactly as ppuda does; large ones (e.g. VGG's 25088-row
-    classifier view) accumulate sums over row blocks in float64 so memory stays bounded.
+    The n x n matrix is never formed. With U the rows centred and scaled to unit norm, the
+    correlations are U U^T: their sum is |U^T 1|^2 and their sum of squares |U^T U|_F^2, so the
+    m x m Gram matrix of the columns is enough, accumulated in float64 over row blocks: O(n m^2)
+    time and O(m^2) memory against corrcoef's O(n^2 m) and n^2. A weight's 2-D view has at least
+    as many rows as columns (a 3x3 conv with 512 filters: 4608 x 512), so this is the cheap
+    side; a wider matrix gets U U^T itself.
     """
-    n = mat.shape[0]
-    if n <= max_full_rows:
-        return torch.corrcoef(mat).flatten().std()
-    centred = mat - mat.mean(dim=1, keepdim=True)
-    unit = centred / centred.norm(dim=1, keepdim=True)  # zero-variance rows give nan, as corrcoef
-    block = max(1, _BLOCK_ELEMENTS // n)
-    s1 = torch.zeros((), dtype=torch.float64, device=mat.device)
-    s2 = torch.zeros((), dtype=torch.float64, device=mat.device)
-    for start in range(0, n, block):
-        corr = (unit[start : start + block] @ unit.t()).clamp_(-1, 1).double()
-        s1 += corr.sum()
-        s2 += corr.square().sum()
+    n, m = mat.shape
     count = float(n) * n
-    var = (s2 - s1 * s1 / count) / (count - 1)
+    if m > n:
+        unit = _unit_rows(mat.double())
+        corr = unit @ unit.t()
+        total, squares = corr.sum(), corr.square().sum()
+    else:
+        col_sums = torch.zeros(m, dtype=torch.float64, device=mat.device)
+        gram = torch.zeros(m, m, dtype=torch.float64, device=mat.device)
+        step = max(1, _BLOCK_ELEMENTS // m)
+        for start in range(0, n, step):
+            unit = _unit_rows(mat[start : start + step].double())
+            col_sums += unit.sum(dim=0)
+            gram += unit.t() @ unit
+        total, squares = col_sums @ col_sums, gram.square().sum()
+    var = (squares - total * total / count) / (count - 1)
     return var.clamp_min(0).sqrt().to(mat.dtype)
+
+
+def _unit_rows(mat: torch.Tensor) -> torch.Tensor:
+    """Rows centred and scaled to unit norm (a zero-variance row becomes NaN)."""
+    centred = mat - mat.mean(dim=1, keepdim=True)
+    return centred / centred.norm(dim=1, keepdim=True)
 
 
 def _orthogonalise(weight: torch.Tensor) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from postproc import PostProcConfig, apply_postproc, corr_std, list_layers
+from postproc import PostProcConfig, _apply, apply_postproc, corr_std, list_layers
 
 
 def _net() -> nn.Module:
@@ -166,10 +166,19 @@ def test_constant_filter_makes_noise_undefined() -> None:
         apply_postproc(model, PostProcConfig(beta=1e-5), seed=0)
 
 
-def test_blockwise_corr_std_matches_corrcoef() -> None:
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300), (64, 64), (2, 5)])
+@pytest.mark.parametrize("block", [1 << 22, 7], ids=["one-block", "many-blocks"])
+def test_corr_std_is_the_std_of_corrcoef(shape, block, monkeypatch) -> None:
+    monkeypatch.setattr(_apply, "_BLOCK_ELEMENTS", block)
     gen = torch.Generator().manual_seed(0)
-    mat = torch.randn(300, 40, generator=gen) + torch.randn(1, 40, generator=gen)
-    full = corr_std(mat)
-    blocked = corr_std(mat, max_full_rows=10)
-    assert blocked.dtype == full.dtype == torch.float32
-    assert blocked.item() == pytest.approx(full.item(), rel=1e-5)
+    mat = torch.randn(*shape, generator=gen) + torch.randn(1, shape[1], generator=gen)
+    got = corr_std(mat)
+    assert got.dtype == torch.float32
+    want = torch.corrcoef(mat.double()).flatten().std()
+    assert got.item() == pytest.approx(want.item(), rel=1e-6, nan_ok=True)
+
+
+def test_corr_std_is_nan_where_a_row_is_constant() -> None:
+    mat = torch.randn(50, 8)
+    mat[3] = 2.0
+    assert torch.isnan(torch.corrcoef(mat)).any() and torch.isnan(corr_std(mat))
