@@ -11,7 +11,7 @@ from analysis._data import ReportError, Sweep, Trial
 from analysis._mlflow import read_mlflow
 from analysis._ray_results import read_ray_results
 from analysis._report import Report, build_report, log_to_mlflow
-from analysis._tables import CURVES_SCHEMA, TRIALS_SCHEMA, curves_table, method_of, trials_table
+from analysis._tables import CURVES_SCHEMA, TRIALS_SCHEMA, curves_table, trials_table
 
 __all__ = [
     "CURVES_SCHEMA",
@@ -23,7 +23,6 @@ __all__ = [
     "build_report",
     "curves_table",
     "log_to_mlflow",
-    "method_of",
     "read_mlflow",
     "read_ray_results",
     "trials_table",

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy.special import stdtrit  # Student's t quantile; scipy.stats costs 0.5 s to import
 
 LEVEL = 0.95
 
@@ -43,7 +43,7 @@ def estimate(values: Iterable[float]) -> Estimate:
     if n < 2:
         return Estimate(1, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * std / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + LEVEL / 2)) * std / math.sqrt(n)
     return Estimate(n, mean, std, mean - half, mean + half)
 
 

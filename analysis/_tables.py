@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from contract import EPOCH_METRICS
+from contract import EPOCH_METRICS, method_of
 
 from ._data import Sweep, Trial
 
@@ -54,13 +54,6 @@ def _bool(value: Any) -> bool | None:
     if isinstance(value, bool) or value is None:
         return value
     return {"true": True, "1": True, "false": False, "0": False}.get(str(value).lower())
-
-
-def method_of(init: str | None, beta: float | None, orth: bool | None) -> str:
-    """random | ghn (predicted parameters as they are) | ghn+pp (noise and/or orth) | pretrained."""
-    if init != "ghn":
-        return init or "unknown"
-    return "ghn+pp" if (beta or 0) > 0 or orth else "ghn"
 
 
 def _beta(config: dict[str, Any]) -> float | None:

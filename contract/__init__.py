@@ -52,6 +52,7 @@ __all__ = [
     "TrialStatus",
     "UNRECORDED",
     "best_of",
+    "method_of",
     "classify",
     "rank_key",
     "run_status",
@@ -177,6 +178,14 @@ def status_of_run(mlflow_status: str, tags: dict[str, str], diverged: bool = Fal
                     # the tracking closes a run FINISHED once its trial ran every epoch
                     epochs_run=int(mlflow_status == "FINISHED"), epochs_planned=1,
                     ended=STOPPED_EARLY_TAG in tags, live=mlflow_status in ("RUNNING", "SCHEDULED"))
+
+def method_of(init: str | None, beta: float | None, orth: bool | None) -> str:
+    """A trial's method, the name the sweep groups and the report compares by: random |
+    ghn (predicted parameters as they are) | ghn+pp (noise and/or orth) | pretrained."""
+    if init != "ghn":
+        return init or "unknown"
+    return "ghn+pp" if (beta or 0) > 0 or orth else "ghn"
+
 
 def rank_key(status: str, best_val: float | None, trial_id: str) -> tuple | None:
     """Sort key, smallest first, of a trial that may be best; None for one that never is.

@@ -6,8 +6,7 @@ import dataclasses
 
 from ray import tune
 
-from analysis import method_of
-from contract import METRIC, TrialStatus, classify, rank_key
+from contract import METRIC, TrialStatus, classify, method_of, rank_key
 
 from .tracking import sweep_interrupted
 
