@@ -52,8 +52,8 @@ __all__ = [
     "TrialStatus",
     "UNRECORDED",
     "best_of",
-    "method_of",
     "classify",
+    "method_of",
     "rank_key",
     "run_status",
     "status_of_run",
@@ -178,6 +178,7 @@ def status_of_run(mlflow_status: str, tags: dict[str, str], diverged: bool = Fal
                     # the tracking closes a run FINISHED once its trial ran every epoch
                     epochs_run=int(mlflow_status == "FINISHED"), epochs_planned=1,
                     ended=STOPPED_EARLY_TAG in tags, live=mlflow_status in ("RUNNING", "SCHEDULED"))
+
 
 def method_of(init: str | None, beta: float | None, orth: bool | None) -> str:
     """A trial's method, the name the sweep groups and the report compares by: random |
