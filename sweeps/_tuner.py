@@ -18,6 +18,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from contract import METRIC, MODE
+from trainable import local_storage_filesystem
 
 from . import _internals
 from ._config import SweepConfig
@@ -110,9 +111,18 @@ def build_tuner(cfg: SweepConfig, callbacks: list, trial_fn: Callable = sweep_tr
                       run_config=_run_config(cfg, path, callbacks))
 
 
+def _storage(cfg: SweepConfig) -> dict:
+    """``storage_path`` and, for a path on this machine, the filesystem on which a trial's
+    checkpoint goes into storage as a hard link (see trainable/_storage.py), not a copy."""
+    if cfg.results_dir is None:
+        return {"storage_path": cfg.storage_path}
+    return {"storage_path": str(cfg.results_dir.parent),
+            "storage_filesystem": local_storage_filesystem()}
+
+
 def _run_config(cfg: SweepConfig, path: str, callbacks: list) -> tune.RunConfig:
     return tune.RunConfig(
-        name=path.rsplit("/", 1)[1], storage_path=cfg.storage_path, callbacks=callbacks,
+        name=path.rsplit("/", 1)[1], **_storage(cfg), callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # Tune keeps every checkpoint, and forces no snapshot of its state for retention:
         # `CheckpointRetention` deletes the superseded ones once its snapshots no longer need them.
@@ -121,8 +131,12 @@ def _run_config(cfg: SweepConfig, path: str, callbacks: list) -> tune.RunConfig:
 
 def _restore(cfg: SweepConfig, path: str, trainable: Callable) -> tune.Tuner:
     """The interrupted Tuner at ``path``, with ``--resume``'s harmless settings."""
+    storage = _storage(cfg)
+    if "storage_filesystem" in storage:
+        path = f"{storage['storage_path']}/{path.rsplit('/', 1)[1]}"
     tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
-                               resume_errored=True)
+                               resume_errored=True,
+                               storage_filesystem=storage.get("storage_filesystem"))
     apply_harmless(tuner, cfg)
     if not any(isinstance(c, CheckpointRetention) for c in _internals.restored_callbacks(tuner)):
         heal_checkpoints(tuner)  # a sweep started with Tune's retention (num_to_keep=2)

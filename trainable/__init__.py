@@ -3,7 +3,9 @@
     from trainable import get_recipe, train
     metrics = train(get_recipe("smoke", **{"data.dataset": "/path/to/cifar10-jpeg"}))
 
-Under Ray Tune, use ``trainable.run_trial`` (a function trainable taking a flat dotted config).
+Under Ray Tune, use ``trainable.run_trial`` (a function trainable taking a flat dotted config), and
+for a local storage path ``trainable.local_storage_filesystem()`` as ``RunConfig``'s
+``storage_filesystem``: the trial's checkpoints are then linked into storage, not copied.
 """
 
 from typing import Any
@@ -47,6 +49,7 @@ __all__ = [
     "get_recipe",
     "ghn_tags",
     "load_splits",
+    "local_storage_filesystem",
     "pad_for_crop",
     "prepare_data",
     "provenance",
@@ -58,9 +61,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Imported lazily so that `import trainable` (and plain `train`) never needs Ray.
+    # Imported lazily so that `import trainable` (and plain `train`) never needs Ray or pyarrow.
     if name == "run_trial":
         from trainable._ray import run_trial
 
         return run_trial
+    if name == "local_storage_filesystem":
+        from trainable._storage import local_storage_filesystem
+
+        return local_storage_filesystem
     raise AttributeError(f"module 'trainable' has no attribute {name!r}")

@@ -21,6 +21,7 @@ from ray import tune
 
 from ._config import TrialConfig
 from ._loop import STATE_FILE, TAGS_KEY, fit
+from ._storage import local_storage_filesystem
 
 __all__ = ["run_trial"]
 
@@ -56,8 +57,9 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     if state is None:
         tune.report(metrics)
         return
-    # Ray copies the directory into the run's storage before report returns.
+    # Ray puts the directory into the run's storage before report returns: a hard link where the
+    # storage is local_storage_filesystem (sweeps' local storage), a copy elsewhere.
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, Path(d) / STATE_FILE)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        tune.report(metrics, checkpoint=tune.Checkpoint(d, filesystem=local_storage_filesystem()))
 

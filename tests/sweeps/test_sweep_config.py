@@ -181,6 +181,20 @@ def test_relative_paths_become_absolute(reference_dir, monkeypatch):
     assert Path(cfg.ghn).is_absolute()
 
 
+@pytest.mark.parametrize("storage", ["/tmp/sweeps", "file:///tmp/sweeps", "s3://bucket/sweeps"])
+def test_local_storage_takes_checkpoints_as_links_remote_storage_as_ray_does(storage):
+    from sweeps._tuner import _run_config
+    from trainable import local_storage_filesystem
+
+    cfg = SweepConfig(storage=storage)
+    run = _run_config(cfg, cfg.sweep_path, [])
+    if storage.startswith("s3://"):
+        assert run.storage_path == storage and run.storage_filesystem is None
+    else:
+        assert run.storage_path == "/tmp/sweeps"
+        assert run.storage_filesystem.equals(local_storage_filesystem())
+
+
 def test_trial_directories_are_named_by_their_sampled_values():
     from ray.tune.experiment import Trial
 

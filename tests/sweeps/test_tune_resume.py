@@ -435,3 +435,32 @@ def test_a_retried_trials_result_files_keep_every_report(ray_local, tmp_path, mo
         csv_epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert csv_epochs == [1, 2, 3, 4]  # Tune's CSV logger keeps its file open across the retry
     assert epochs == ([1, 2, 3, 4] if kept else [1, 3, 4])  # without it, epoch 2 is lost
+
+
+def test_a_checkpoint_goes_into_local_storage_as_a_hard_link(ray_local, tmp_path):
+    """With the sweep's storage filesystem, Tune's copy of a reported checkpoint into storage is
+    a link to the file the trial wrote (the same inode), and the checkpoint reads back."""
+    from trainable import local_storage_filesystem
+
+    def trial(config):
+        import os
+        import tempfile
+
+        from ray import tune
+
+        from trainable import local_storage_filesystem
+
+        for epoch in (1, 2):
+            with tempfile.TemporaryDirectory() as d:
+                with open(f"{d}/state.pt", "wb") as f:
+                    f.write(bytes([epoch]) * 1_000_000)
+                tune.report({"epoch": epoch, "inode": os.stat(f"{d}/state.pt").st_ino},
+                            checkpoint=tune.Checkpoint(d, filesystem=local_storage_filesystem()))
+
+    (result,) = tune.Tuner(trial, run_config=tune.RunConfig(
+        name="linked", storage_path=str(tmp_path / "ray"), verbose=0,
+        storage_filesystem=local_storage_filesystem())).fit()
+    stored = os.path.join(result.checkpoint.path, "state.pt")
+    assert os.stat(stored).st_ino == result.metrics["inode"]
+    with result.checkpoint.as_directory() as d:
+        assert open(os.path.join(d, "state.pt"), "rb").read() == bytes([2]) * 1_000_000
