@@ -6,7 +6,7 @@ both cores), so the sweep's wall time (Tuner.fit, after Ray has started) is comp
 sum of the trials' own time: the time spent in the trial's code (data and model set-up, training,
 evaluation, writing its checkpoint), measured inside the trial between its reports.
 Overhead = wall / own - 1: scheduling, Optuna, checkpoint syncing, result logging, MLflow. Ray's
-`time_total_s` also counts Ray's work in the trial's process (copying each checkpoint into the
+`time_total_s` also counts Ray's work in the trial's process (putting each checkpoint into the
 sweep's storage); the overhead against it is printed apart, as `overhead_vs_ray_time`. As in the
 sweep's command, the data is decoded and cached first and MLflow's store is created while Ray
 starts; that start-up, once per session, is printed apart. The overhead is split into the one-off
@@ -19,19 +19,18 @@ the loop a user would otherwise write; it pays the torch and torchvision import 
 whether the trial's code runs slower inside Ray. It runs minutes after the sweep, so on a machine
 whose speed drifts it is the noisier of the two.
 
-The overhead is broken down (medians, in seconds and as a share of the trials' own time), from
-the driver's and the trials' clocks (one machine): ``startup_s`` (Tuner.fit until the first
-trial's function runs: Tune's and Optuna's set-up, the first suggestion, the worker process and
-its imports -- those, ``worker_imports_s``, timed apart in a fresh process), ``between_trials_s``
-(a trial's end until the next one's function runs, in the same worker: reuse_actors),
-``in_trial_ray_s`` (in a trial, outside its code: copying each checkpoint into the sweep's
+The overhead is broken down (medians, in seconds and as a share of the trials' own time), from the
+driver's and the trials' clocks (one machine): ``startup_s`` (Tuner.fit until the first trial's
+function runs: Tune's and Optuna's set-up, the first suggestion, the worker process and its imports
+-- those, ``worker_imports_s``, timed apart in a fresh process), ``between_trials_s`` (a trial's
+end until the next one's function runs, in the same worker: reuse_actors), ``in_trial_ray_s`` (in a
+trial, outside its code: putting each checkpoint into the sweep's storage, a hard link on local
 storage, handing each result to the driver and waiting for it), ``tail_s`` (the last trial's end
 until Tuner.fit returns: Tune's last snapshot, the MLflow writes drained), and ``driver_end_s``
-(after Tuner.fit, as `sweeps._run`: the results table and its MLflow artifacts, the best trial,
-the repeats' choice). The parts in Tuner.fit add up to its wall time less the trials' own.
-Inside the trials' own time it also shows
-the ``torch.save`` of the checkpoints and the time to each trial's first report; alongside, the
-MLflow writes, which the writer thread makes while trials run.
+(after Tuner.fit, as `sweeps._run`: the results table and its MLflow artifacts, the best trial, the
+repeats' choice). The parts in Tuner.fit add up to its wall time less the trials' own. Inside the
+trials' own time it also shows the ``torch.save`` of the checkpoints and the time to each trial's
+first report; alongside, the MLflow writes, which the writer thread makes while trials run.
 
 The sweep runs `--repeats` times in one Ray session, each a new sweep with a new worker process;
 prints each, then the medians and the breakdown, and, last, `sweep_overhead=<median fraction>`.

@@ -1,6 +1,7 @@
 """Shared test fixtures: where the read-only reference data lives (../shared by default)."""
 
 import contextlib
+import gc
 import os
 import shutil
 import sqlite3
@@ -18,6 +19,18 @@ SHARED = Path(os.environ.get("GHN_SWEEP_SHARED", REPO.parent / "shared"))
 REFERENCE_DIR = Path(os.environ.get("GHN2_REFERENCE_DIR", SHARED / "ghn2" / "reference"))
 GHN3_REFERENCE_DIR = Path(os.environ.get("GHN3_REFERENCE_DIR", SHARED / "ghn3" / "reference"))
 CIFAR_JPEG_DIR = Path(os.environ.get("CIFAR10_JPEG_DIR", SHARED / "data" / "cifar10-jpeg"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session):
+    """Collection imports torch, torchvision, Ray and MLflow: with the collector off, and their
+    objects frozen after, as the sweep's driver and trials import them (sweeps/_trial.py)."""
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 @pytest.fixture(scope="session", autouse=True)
