@@ -103,3 +103,16 @@ def pytest_generate_tests(metafunc):
         files = sorted(d.glob("case*.json")) if d.is_dir() else []
         metafunc.parametrize("ghn3_case_file", files or [None],
                              ids=[f.stem for f in files] or ["none"], scope="module")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's torch (and the drivers and Ray workers its tests start)
+    gets its share of the cores: two workers with two threads each on 2 cores spin-wait on each
+    other in OpenMP, and the fast tier takes 81 s instead of 58."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
