@@ -146,7 +146,9 @@ class ProgressCallback(tune.Callback):
             self._show()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        if self._held:  # the last view, whenever the line before it was
+        # The last view, whenever the line before it was; and a resumed sweep that found
+        # nothing left to run still says where it stands.
+        if self._held or not self._last_line:
             self._show()
 
     def _state(self, trial: Any) -> TrialState:

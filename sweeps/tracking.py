@@ -83,6 +83,7 @@ __all__ = ["MlflowTrackingCallback", "find_parent_run", "probe", "sweep_interrup
 log = logging.getLogger(__name__)
 
 PARAM_BATCH = 100  # MLflow's log_batch limit on params per call
+METRIC_BATCH = 1000  # and on metrics per call
 GRACE_ENV = "GHN_SWEEP_TRACKING_GRACE_S"  # how long the experiment's end waits for the store
 DEFAULT_GRACE_S = 120.0
 # MLflow's own HTTP retries (7 by default, minutes of backoff per call) would hide an outage from
@@ -165,6 +166,7 @@ class MlflowTrackingCallback(tune.Callback):
         self.phase = phase
         self.journal_dir = journal_dir
         self._reset()
+        self._restored = False
 
     def _reset(self) -> None:
         self._client: MlflowClient | None = None
@@ -195,6 +197,7 @@ class MlflowTrackingCallback(tune.Callback):
         # One pickled before it had them: no parent tags, no journal.
         self.__dict__.update({"parent_tags": {}, "journal_dir": None, **state})
         self._reset()
+        self._restored = True  # a resumed sweep's: a killed driver may have left runs behind
 
     # --- Tune hooks -------------------------------------------------------------------------
 
@@ -443,6 +446,9 @@ class MlflowTrackingCallback(tune.Callback):
         (it never sent its config) ran what it planned."""
         run_id = self._ensure_run(trial)
         last = self._last_epoch.get(trial.trial_id, 0)
+        ran = int((trial.last_result or {}).get("epoch", last))
+        if ran < last:  # a killed driver's attempt went further than the trial did in the end
+            run_id, last = self._rewind(trial.trial_id, run_id, ran), ran
         epochs = self._planned.get(trial.trial_id, last)
         status = classify(diverged=trial.trial_id in self._diverged, epochs_run=last,
                           epochs_planned=epochs, ended=True)
@@ -452,24 +458,47 @@ class MlflowTrackingCallback(tune.Callback):
             self._client.set_tag(run_id, STOPPED_EARLY_TAG, f"scheduler at epoch {last}/{epochs}")
         self._close(trial, status)
 
+    def _rewind(self, trial_id: str, run_id: str, epoch: int) -> str:
+        """The trial's run as of ``epoch``: a new run with the old one's params, tags and metric
+        points up to it, and the old run deleted. Returns the new run's id.
+
+        A killed driver may have logged epochs after Tune's last saved state; the resumed sweep
+        re-runs the trial from that state, and ASHA, deciding again with what it knows now, can
+        stop it sooner. MLflow deletes no metric points, so the run is rebuilt without them, and
+        MLflow holds the epochs Ray's results hold.
+        """
+        old = self._client.get_run(run_id)
+        new = self._client.create_run(self._experiment_id, run_name=old.info.run_name,
+                                      tags=dict(old.data.tags)).info.run_id
+        _log_params(self._client, new, old.data.params)
+        points = [m for key in old.data.metrics
+                  for m in self._client.get_metric_history(run_id, key) if m.step <= epoch]
+        for i in range(0, len(points), METRIC_BATCH):
+            self._client.log_batch(new, metrics=points[i : i + METRIC_BATCH])
+        self._client.delete_run(run_id)
+        self._runs[trial_id], self._last_epoch[trial_id] = new, epoch
+        log.warning("trial %s: a killed driver had logged epochs after %d that the resumed sweep "
+                    "did not run (ASHA stopped it sooner); its MLflow run %s is replaced by %s "
+                    "without them", trial_id, epoch, run_id, new)
+        return new
+
     def _settle_open_runs(self, trials: dict[str, Any]) -> None:
-        """The child runs of this phase still RUNNING once Tune's experiment ended: left open by
-        a killed driver (its MLflow calls were queued, or its trial was never recorded).
+        """The child runs of this phase that a killed driver left: still RUNNING once Tune's
+        experiment ended (its MLflow calls were queued, or its trial was never recorded), or of
+        a trial Tune's experiment does not hold.
 
         A run of a trial Tune recorded is closed as the trial ended (its last result logged if
         the run lacks it), or KILLED and tagged interrupted if the trial did not end. A run of a
-        trial Tune has no record of is deleted: the restored sweep sampled another trial in its
-        place, and Tune's results, the report's other source, do not hold it either.
+        trial Tune has no record of is deleted; in a restored sweep closed ones too (the killed
+        driver may have run the trial to its end after Tune's last saved state): the restored
+        sweep sampled another trial in its place, and Tune's results, the report's other source,
+        do not hold it either.
         """
-        open_runs = self._client.search_runs(
-            [self._experiment_id],
-            filter_string=(f"tags.`{PARENT_TAG}` = '{self._parent_run_id}' and "
-                           "attributes.status = 'RUNNING'"))
-        for run in open_runs:
+        for run in self._child_runs():
             if (REPEAT_OF_TAG in run.data.tags) != (self.phase == "repeats"):
                 continue  # the other phase's
             trial = trials.get(run.data.tags.get(TRIAL_ID_TAG))
-            if trial is None:
+            if trial is None and (self._restored or run.info.status == "RUNNING"):
                 epochs = int(run.data.metrics.get("epoch", 0))
                 (log.warning if epochs else log.info)(
                     "deleting run %s (%s): the sweep's killed driver started its trial after "
@@ -478,6 +507,8 @@ class MlflowTrackingCallback(tune.Callback):
                     f"; the {epochs} epoch(s) it logged are not part of the sweep"
                     if epochs else "")
                 self._client.delete_run(run.info.run_id)
+            elif trial is None or run.info.status != "RUNNING":
+                continue
             elif trial.status == "ERROR":
                 self._ensure_run(trial)
                 self._close(trial, TrialStatus.FAILED)
@@ -486,6 +517,18 @@ class MlflowTrackingCallback(tune.Callback):
                 self._complete(trial)
             else:
                 self._interrupt(run.info.run_id)
+
+    def _child_runs(self) -> list:
+        """Every run under the sweep's parent run, page by page."""
+        runs, token = [], None
+        while True:
+            page = self._client.search_runs(
+                [self._experiment_id], filter_string=f"tags.`{PARENT_TAG}` = "
+                f"'{self._parent_run_id}'", max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
 
     def _run_guarded(self, method: Callable, args: tuple | list, kwargs: dict | None = None,
                      ) -> None:

@@ -149,6 +149,24 @@ def test_lines_come_at_most_every_few_seconds_and_the_last_at_the_end(caplog, mo
                                        "· 0 failed | best val/acc 0.500 (resnet18 random)")
 
 
+def test_a_resumed_sweep_with_nothing_left_to_run_still_shows_its_counts(caplog):
+    """Its killed driver had seen every trial end: the restored view prints one line at the end,
+    counting the whole sweep."""
+    first = ProgressCallback("val/acc", max_epochs=1, every_s=0)
+    trials = [FakeTrial(f"t{i}", arch="resnet18", init="random") for i in range(3)]
+    for i, trial in enumerate(trials):
+        first.on_trial_start(0, trials, trial)
+        _report(first, trials, trial, 1, 0.3 + i / 10)
+        first.on_trial_complete(0, trials, trial)
+    resumed = ProgressCallback("val/acc", max_epochs=1, every_s=0)
+    resumed.set_state(first.get_state())  # as Tune restores it
+    caplog.set_level(logging.INFO, logger="sweeps._progress")
+    resumed.on_experiment_end(trials)
+    (line,) = _lines(caplog)
+    assert line.endswith("0 running · 3 finished · 0 stopped early · 0 diverged · 0 failed | "
+                         "best val/acc 0.500 (resnet18 random)")
+
+
 class CountingTrials(dict):
     """A ``trials`` dict that counts how often it is read."""
 

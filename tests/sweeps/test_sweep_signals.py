@@ -169,7 +169,9 @@ def test_ctrl_c_sigterm_and_kill_9_each_resume_to_one_whole_sweep(tmp_path, refe
     assert f"resume: ASHA's rungs restored ({len(before)} entries)" in resumed.stdout
     after = _saved_rungs(sweep_dir)
     assert {k: after.get(k) for k in before} == before
-    last = [COUNTS.search(ln) for ln in resumed.stdout.splitlines() if COUNTS.search(ln)][-1]
+    counted = [COUNTS.search(ln) for ln in resumed.stdout.splitlines() if COUNTS.search(ln)]
+    assert counted, resumed.stdout
+    last = counted[-1]
     running, *ended_by_state = map(int, last.groups())
     assert running == 0 and sum(ended_by_state) == n  # the whole sweep, not since the restart
 

@@ -318,13 +318,16 @@ def test_retried_trial_keeps_one_run(uri):
 
 def test_a_resumed_sweeps_end_settles_what_a_killed_driver_left_open(uri, caplog):
     """kill -9 of the driver can leave a started trial out of Tune's saved state (the resumed
-    sweep samples a new trial instead): its run is deleted, with or without epochs. And a trial
+    sweep samples a new trial instead): its run is deleted, with or without epochs, open or run
+    to its end and closed by the killed driver. And a trial
     Tune recorded as ended whose run the driver never closed (its last MLflow calls were still
     queued) is closed as it ended, its last result logged."""
     first = _callback(uri)
     lost, lost_later = FakeTrial("lost1", {"arch": "resnet18"}), FakeTrial("lost2", {})
     first.on_trial_start(0, [], lost)
     _play(first, lost_later, [1], end=None)
+    _play(first, FakeTrial("lost3", {"optim.epochs": 1}), [1])  # started and ended unsaved
+    assert {r.info.status for r in _children(uri)} == {"RUNNING", "FINISHED"}
     ended = FakeTrial("ended", {"optim.epochs": 2})
     _play(first, ended, [1], end=None)  # then the driver dies: no end hook runs
     resumed = pickle.loads(pickle.dumps(first))  # the callback Tuner.restore hands back
@@ -343,6 +346,33 @@ def test_a_resumed_sweeps_end_settles_what_a_killed_driver_left_open(uri, caplog
     assert set(deleted) == {"INFO", "WARNING"}  # a run with epochs loses data: a warning
     assert "the 1 epoch(s) it logged are not part of the sweep" in deleted["WARNING"]
     assert MlflowClient(uri).get_run(resumed.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_resumed_trial_stopped_sooner_keeps_only_the_epochs_it_ran(uri, caplog):
+    """The killed driver logged epochs 1 and 2; the resumed sweep re-ran the trial from Tune's
+    older saved state and ASHA stopped it at epoch 1: its run holds epoch 1 only, closed as
+    stopped early, with the params and tags it had, and no other run of the trial is left."""
+    trial = FakeTrial("t1", {"arch": "resnet18", "init": "ghn", "optim.epochs": 3})
+    first = _callback(uri)
+    _play(first, trial, [1, 2], end=None)  # then kill -9
+    (killed,) = _children(uri)
+    resumed = pickle.loads(pickle.dumps(first))
+    resumed.setup()
+    resumed.on_trial_start(0, [], trial)
+    resumed.on_trial_result(0, [], trial, _result(1, trial))
+    trial.status, trial.last_result = "TERMINATED", _result(1, done=True)  # ASHA's stop
+    with caplog.at_level(logging.WARNING, logger="sweeps.tracking"):
+        resumed.on_trial_complete(0, [], trial)
+        resumed.on_experiment_end([trial])
+    (run,) = _children(uri)
+    assert run.info.run_id != killed.info.run_id
+    assert MlflowClient(uri).get_run(killed.info.run_id).info.lifecycle_stage == "deleted"
+    assert run.info.status == "KILLED" and STOPPED_EARLY_TAG in run.data.tags
+    assert [s for s, _ in _history(uri, run.info.run_id, "val/acc")] == [1]
+    assert run.data.metrics["init/mean_abs_cos"] == 0.2
+    assert run.data.params == killed.data.params and run.data.params["optim.epochs"] == "3"
+    assert run.data.tags[TRIAL_ID_TAG] == "t1" and run.data.tags["arch"] == "resnet18"
+    assert any("replaced" in r.getMessage() for r in caplog.records)
 
 
 def test_best_tags_are_not_overwritten_by_an_older_state_after_a_resume(uri):
