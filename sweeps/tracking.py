@@ -494,7 +494,7 @@ class MlflowTrackingCallback(tune.Callback):
         sweep sampled another trial in its place, and Tune's results, the report's other source,
         do not hold it either.
         """
-        for run in self._child_runs():
+        for run in self._child_runs(open_only=not self._restored):
             if (REPEAT_OF_TAG in run.data.tags) != (self.phase == "repeats"):
                 continue  # the other phase's
             trial = trials.get(run.data.tags.get(TRIAL_ID_TAG))
@@ -518,13 +518,16 @@ class MlflowTrackingCallback(tune.Callback):
             else:
                 self._interrupt(run.info.run_id)
 
-    def _child_runs(self) -> list:
-        """Every run under the sweep's parent run, page by page."""
+    def _child_runs(self, open_only: bool) -> list:
+        """The runs under the sweep's parent run (``open_only``: those still RUNNING), page by
+        page."""
+        where = f"tags.`{PARENT_TAG}` = '{self._parent_run_id}'"
+        if open_only:
+            where += " and attributes.status = 'RUNNING'"
         runs, token = [], None
         while True:
-            page = self._client.search_runs(
-                [self._experiment_id], filter_string=f"tags.`{PARENT_TAG}` = "
-                f"'{self._parent_run_id}'", max_results=1000, page_token=token)
+            page = self._client.search_runs([self._experiment_id], filter_string=where,
+                                            max_results=1000, page_token=token)
             runs.extend(page)
             token = page.token
             if not token:
