@@ -132,10 +132,8 @@ def _run_config(cfg: SweepConfig, path: str, callbacks: list) -> tune.RunConfig:
 def _restore(cfg: SweepConfig, path: str, trainable: Callable) -> tune.Tuner:
     """The interrupted Tuner at ``path``, with ``--resume``'s harmless settings."""
     storage = _storage(cfg)
-    if "storage_filesystem" in storage:
-        path = f"{storage['storage_path']}/{path.rsplit('/', 1)[1]}"
-    tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
-                               resume_errored=True,
+    tuner = tune.Tuner.restore(f"{storage['storage_path'].rstrip('/')}/{path.rsplit('/', 1)[1]}",
+                               trainable=trainable, resume_unfinished=True, resume_errored=True,
                                storage_filesystem=storage.get("storage_filesystem"))
     apply_harmless(tuner, cfg)
     if not any(isinstance(c, CheckpointRetention) for c in _internals.restored_callbacks(tuner)):

@@ -48,13 +48,11 @@ def main() -> int:
         from sweeps._loopback import listen_on_loopback
 
         listen_on_loopback()
-    gc.disable()  # as in sweeps/_trial.py: the stack imports ~0.7 s faster without collections
-    try:
+    from sweeps._imports import collector_paused
+
+    with collector_paused():
         from sweeps._preflight import BadInput
         from sweeps._run import run
-    finally:
-        gc.freeze()
-        gc.enable()
 
     show_sweep_logs()
     try:

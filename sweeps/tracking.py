@@ -498,7 +498,7 @@ class MlflowTrackingCallback(tune.Callback):
             if (REPEAT_OF_TAG in run.data.tags) != (self.phase == "repeats"):
                 continue  # the other phase's
             trial = trials.get(run.data.tags.get(TRIAL_ID_TAG))
-            if trial is None and (self._restored or run.info.status == "RUNNING"):
+            if trial is None:  # (closed ones are listed only in a restored sweep)
                 epochs = int(run.data.metrics.get("epoch", 0))
                 (log.warning if epochs else log.info)(
                     "deleting run %s (%s): the sweep's killed driver started its trial after "
@@ -507,7 +507,7 @@ class MlflowTrackingCallback(tune.Callback):
                     f"; the {epochs} epoch(s) it logged are not part of the sweep"
                     if epochs else "")
                 self._client.delete_run(run.info.run_id)
-            elif trial is None or run.info.status != "RUNNING":
+            elif run.info.status != "RUNNING":
                 continue
             elif trial.status == "ERROR":
                 self._ensure_run(trial)

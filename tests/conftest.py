@@ -1,7 +1,6 @@
 """Shared test fixtures: where the read-only reference data lives (../shared by default)."""
 
 import contextlib
-import gc
 import os
 import shutil
 import sqlite3
@@ -9,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from sweeps._imports import collector_paused
 
 # Ray started in-process by the tests (CI runs them with RAY_AUTH_MODE=disabled) listens on
 # 127.0.0.1 only, as a local sweep's does (sweeps/_loopback.py); set before any test imports Ray.
@@ -23,14 +24,10 @@ CIFAR_JPEG_DIR = Path(os.environ.get("CIFAR10_JPEG_DIR", SHARED / "data" / "cifa
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection(session):
-    """Collection imports torch, torchvision, Ray and MLflow: with the collector off, and their
-    objects frozen after, as the sweep's driver and trials import them (sweeps/_trial.py)."""
-    gc.disable()
-    try:
+    """Collection imports torch, torchvision, Ray and MLflow: with the collector paused, as the
+    sweep's driver and trials import them."""
+    with collector_paused():
         return (yield)
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 @pytest.fixture(scope="session", autouse=True)
