@@ -46,9 +46,9 @@ class _LinkingLocal(fs.FileSystemHandler):
     def copy_file(self, src: str, dest: str) -> None:
         try:
             os.link(src, dest)
-        except FileExistsError:
+        except FileExistsError:  # a resumed trial reports a checkpoint its last attempt stored
             os.unlink(dest)
-            os.link(src, dest)
+            self.copy_file(src, dest)
         except OSError as e:
             if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise

@@ -57,7 +57,7 @@ def test_storage_root_with_several_sweeps_is_refused(synthetic, tmp_path):
     synthetic.write_ray_results(tmp_path, synthetic.specs()[:1])
     with pytest.raises(ReportError, match="pass one of them"):
         read_ray_results(tmp_path)
-    trial = next((tmp_path / "sweepA").iterdir())
-    (trial / "params.json").write_text("{")  # garbled: a gap, not a crash
+    params = next((tmp_path / "sweepA").glob("*/params.json"))  # a trial's, not the table's
+    params.write_text("{")  # garbled: a gap, not a crash
     sweep = read_ray_results(tmp_path / "sweepA")
     assert json.loads(trials_table(sweep).column("config_json")[0].as_py())["arch"] == "resnet50"

@@ -1,5 +1,6 @@
 """The head's MLflow command from cluster-local.yaml, run for real: it listens on 127.0.0.1
-only, and it stops when Ray's GCS on the head stops (`ray stop`, which `ray down` runs there).
+only, starts no job runner, and it stops when Ray's GCS on the head stops (`ray stop`, which
+`ray down` runs there).
 
 A stand-in plays the GCS: a process named like it, with its port argument. The command itself is
 the file's, with the ports moved off 5000 and 6379 so that nothing else on the machine matters.
@@ -78,9 +79,17 @@ def test_head_mlflow_listens_on_loopback_and_stops_with_ray(tmp_path):
                                                       _listening(_session(leader, psutil),
                                                                  psutil)]:
             time.sleep(0.5)
-        listening = _listening(_session(leader, psutil), psutil)
+        session = _session(leader, psutil)
+        listening = _listening(session, psutil)
         assert port in [p for _, p in listening], (tmp_path / "mlflow" / "server.log").read_text()
         assert all(ipaddress.ip_address(ip).is_loopback for ip, _ in listening), listening
+        commands = []
+        for p in session:
+            try:
+                commands.append(" ".join(p.cmdline()))
+            except psutil.Error:  # ended since
+                pass
+        assert not [c for c in commands if "mlflow.server.jobs" in c], commands  # no job runner
 
         gcs.terminate()  # what `ray stop` does to the head's GCS
         gcs.wait(timeout=10)

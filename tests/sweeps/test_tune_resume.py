@@ -439,7 +439,8 @@ def test_a_retried_trials_result_files_keep_every_report(ray_local, tmp_path, mo
 
 def test_a_checkpoint_goes_into_local_storage_as_a_hard_link(ray_local, tmp_path):
     """With the sweep's storage filesystem, Tune's copy of a reported checkpoint into storage is
-    a link to the file the trial wrote (the same inode), and the checkpoint reads back."""
+    a link to the file the trial wrote (the same inode), and the checkpoint reads back. The
+    trial writes beside the storage, as a link needs one filesystem (``/tmp`` may be another)."""
     from trainable import local_storage_filesystem
 
     def trial(config):
@@ -451,13 +452,13 @@ def test_a_checkpoint_goes_into_local_storage_as_a_hard_link(ray_local, tmp_path
         from trainable import local_storage_filesystem
 
         for epoch in (1, 2):
-            with tempfile.TemporaryDirectory() as d:
+            with tempfile.TemporaryDirectory(dir=config["tmp"]) as d:
                 with open(f"{d}/state.pt", "wb") as f:
                     f.write(bytes([epoch]) * 1_000_000)
                 tune.report({"epoch": epoch, "inode": os.stat(f"{d}/state.pt").st_ino},
                             checkpoint=tune.Checkpoint(d, filesystem=local_storage_filesystem()))
 
-    (result,) = tune.Tuner(trial, run_config=tune.RunConfig(
+    (result,) = tune.Tuner(trial, param_space={"tmp": str(tmp_path)}, run_config=tune.RunConfig(
         name="linked", storage_path=str(tmp_path / "ray"), verbose=0,
         storage_filesystem=local_storage_filesystem())).fit()
     stored = os.path.join(result.checkpoint.path, "state.pt")

@@ -67,6 +67,24 @@ def test_a_file_already_at_the_destination_is_replaced(tmp_path):
     assert (tmp_path / "old.pt").read_bytes() == b"weights" * 1000
 
 
+def test_a_file_already_at_the_destination_across_devices_is_replaced_by_a_copy(
+        tmp_path, monkeypatch):
+    """A resumed trial reports again a checkpoint its killed attempt stored, from a /tmp on
+    another device than the storage."""
+    src = _checkpoint_dir(tmp_path)
+    (tmp_path / "old.pt").write_bytes(b"stale")
+
+    def cross_device(a, b):  # as link(2) answers: an existing name first, then the device
+        if os.path.exists(b):
+            raise FileExistsError(errno.EEXIST, "File exists")
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    local_storage_filesystem().copy_file(str(src / "state.pt"), str(tmp_path / "old.pt"))
+    assert (tmp_path / "old.pt").read_bytes() == b"weights" * 1000
+    assert os.stat(tmp_path / "old.pt").st_ino != os.stat(src / "state.pt").st_ino
+
+
 def test_it_pickles_and_equals_another(tmp_path):
     storage = local_storage_filesystem()
     again = pickle.loads(pickle.dumps(storage))
