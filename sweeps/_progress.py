@@ -110,9 +110,14 @@ class ProgressCallback(tune.Callback):
             self._rank(trial.trial_id)
         if result.get("diverged", 0) > 0:
             self._set_status(trial.trial_id, classify(diverged=True))
-        if result.get("checkpoint_dir_name"):  # Tune's key: this report saved a checkpoint
-            state.saved_epoch = int(result.get("epoch", 0))
         self._changed()
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
+                      **info: Any) -> None:
+        """Tune now holds the checkpoint of the trial's last report, and a retry starts there.
+        A report can carry a checkpoint that Tune never takes: Tune asks the trial's process for
+        it after the report, and a node lost in between leaves the retry at the one before."""
+        self._state(trial).saved_epoch = int((trial.last_result or {}).get("epoch", 0))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         state = self._state(trial)
