@@ -24,6 +24,7 @@ from ._preflight import Cleared, preflight
 from ._progress import ProgressCallback
 from ._repeats import repeat_configs
 from ._signals import StopSignals
+from ._trial import clear_staging
 from ._tuner import build_tuner, quiet_tune
 from .tracking import tracking_for
 
@@ -63,6 +64,7 @@ def _parent_page(cleared: Cleared) -> tuple[str, str] | None:
 def _phases(cfg: SweepConfig, cleared: Cleared) -> bool:
     """The search, then the repeats; whether they were interrupted."""
     out = cfg.results_dir or Path.cwd() / cfg.sweep_name  # remote storage: the tables go here
+    clear_staging(cfg)
     progress = ProgressCallback(METRIC, cfg.max_epochs, cleared.tracking,
                                 every_s=cfg.progress_every)
     # The progress first: its last line's counts reach the parent run before the tracking's

@@ -8,6 +8,7 @@ paused (`_imports.py`), ~0.7 s less again.
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 from ._imports import collector_paused
@@ -18,7 +19,19 @@ with collector_paused():
     from ._config import SweepConfig
     from ._space import trial_config
 
+STAGING_DIR = ".staging"  # in the sweep's results directory: checkpoints being written
+
 
 def sweep_trial(config: dict[str, Any], sweep: SweepConfig) -> None:
-    """A sampled config becomes a full TrialConfig, then one trial."""
-    run_trial(trial_config(config, sweep).to_flat())
+    """A sampled config becomes a full TrialConfig, then one trial. With local storage, its
+    checkpoints are written in the sweep's ``.staging/``, on the storage's filesystem: linked
+    into storage, not copied, whatever filesystem ``/tmp`` is on."""
+    staging = str(sweep.results_dir / STAGING_DIR) if sweep.results_dir else None
+    run_trial(trial_config(config, sweep).to_flat(), staging_dir=staging)
+
+
+def clear_staging(sweep: SweepConfig) -> None:
+    """Remove what the trials of a killed driver left half written in ``.staging/`` (no trial of
+    the sweep runs while its driver starts)."""
+    if sweep.results_dir:
+        shutil.rmtree(sweep.results_dir / STAGING_DIR, ignore_errors=True)

@@ -11,6 +11,8 @@ A trial that Ray gave a GPU trains on CUDA or fails saying why.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,12 @@ from ._storage import local_storage_filesystem
 __all__ = ["run_trial"]
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable; ``config`` is a (partial) ``TrialConfig.to_flat()`` dict."""
+def run_trial(config: dict[str, Any], staging_dir: str | None = None) -> None:
+    """Ray Tune function trainable; ``config`` is a (partial) ``TrialConfig.to_flat()`` dict.
+
+    ``staging_dir``: where each checkpoint is written before Tune puts it into storage (default:
+    the system's temporary directory). A directory on the storage's filesystem makes that a link
+    wherever ``/tmp`` is (see `local_storage_filesystem`)."""
     cfg = TrialConfig.from_flat(config)
     if cfg.device == "auto" and ray.is_initialized() and ray.get_gpu_ids():
         # Ray gave this trial a GPU (gpus_per_trial > 0): it trains there or fails with the
@@ -40,7 +46,8 @@ def run_trial(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             resume = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-    fit(cfg, report=_report, resume=resume, run_identity=identity, gpu_fraction=_gpu_share())
+    fit(cfg, report=functools.partial(_report, staging_dir=staging_dir), resume=resume,
+        run_identity=identity, gpu_fraction=_gpu_share())
 
 
 def _gpu_share() -> float:
@@ -50,7 +57,8 @@ def _gpu_share() -> float:
     return gpus if 0 < gpus < 1 else 1.0
 
 
-def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+def _report(metrics: dict[str, Any], state: dict[str, Any] | None,
+            staging_dir: str | None = None) -> None:
     if TAGS_KEY in metrics:  # provenance of a fresh trial: where it ran
         node = ray.get_runtime_context().get_node_id()
         metrics[TAGS_KEY] = {**metrics[TAGS_KEY], "ray.node_id": node}
@@ -58,8 +66,11 @@ def _report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         tune.report(metrics)
         return
     # Ray puts the directory into the run's storage before report returns: a hard link where the
-    # storage is local_storage_filesystem (sweeps' local storage), a copy elsewhere.
-    with tempfile.TemporaryDirectory() as d:
+    # storage is local_storage_filesystem (sweeps' local storage) on the same device, a copy
+    # elsewhere.
+    if staging_dir:
+        os.makedirs(staging_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging_dir, prefix="checkpoint-") as d:
         torch.save(state, Path(d) / STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint(d, filesystem=local_storage_filesystem()))
 

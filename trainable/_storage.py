@@ -6,8 +6,9 @@ it returns, while the trial waits: 90 MB for resnet18 with SGD, ~0.2 s a report,
 local (or network-mounted) path, the trial's file can simply be linked into place. Arrow copies
 between two equal filesystems with the filesystem's own ``copy_file``, so a trial that reports
 its checkpoint on this filesystem, into a sweep whose ``RunConfig.storage_filesystem`` is this
-filesystem, gets a link; across devices (``/tmp`` on one disk, storage on NFS) it falls back to
-a kernel-side copy. Every other operation is pyarrow's ``LocalFileSystem``.
+filesystem, gets a link when both are on one device (``run_trial``'s ``staging_dir``); across
+devices it falls back to a kernel-side copy. Every other operation is pyarrow's
+``LocalFileSystem``.
 
 The link is safe because neither side writes the file again: the trial deletes its name for
 it, Tune deletes the stored checkpoint directory as a whole.

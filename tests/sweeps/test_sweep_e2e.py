@@ -98,6 +98,8 @@ def test_smoke_sweep_end_to_end(smoke_sweep):
     assert (sweep_dir / "optuna.db").exists()
     trial_dirs = [d for d in sweep_dir.iterdir() if (d / "params.json").exists()]
     assert len(trial_dirs) == 8
+    staging = sweep_dir / ".staging"  # the trials wrote their checkpoints there, and left none
+    assert staging.is_dir() and not any(staging.iterdir())
     # Named by their sampled values, and by the ids their MLflow runs carry.
     assert {trial_id_of(d.name) for d in trial_dirs} == {c.data.tags[TRIAL_ID_TAG]
                                                          for c in children}

@@ -4,6 +4,8 @@ everything else behaves as pyarrow's local filesystem."""
 import errno
 import os
 import pickle
+import tempfile
+from pathlib import Path
 
 import pytest
 from pyarrow import fs
@@ -110,3 +112,26 @@ def test_reads_writes_lists_and_deletes_as_the_local_filesystem(tmp_path):
     storage.delete_dir_contents(f"{root}/a")
     storage.delete_dir(f"{root}/a")
     assert not os.listdir(root)
+
+
+def test_a_trial_writes_its_checkpoint_in_the_staging_dir_given(tmp_path, monkeypatch):
+    """On the storage's filesystem, so that Tune's copy into storage is a link wherever /tmp
+    is; the temporary directory is gone once Tune has it."""
+    import torch
+    from ray import tune
+
+    from trainable import _ray
+
+    seen = []
+
+    def report(metrics, checkpoint=None):
+        seen.append(Path(checkpoint.path))
+        assert (Path(checkpoint.path) / _ray.STATE_FILE).is_file()
+
+    monkeypatch.setattr(tune, "report", report)
+    staging = tmp_path / "sweep" / ".staging"
+    _ray._report({"epoch": 1}, {"w": torch.zeros(2)}, staging_dir=str(staging))
+    _ray._report({"epoch": 2}, {"w": torch.zeros(2)})
+    assert seen[0].parent == staging and not seen[0].exists() and staging.is_dir()
+    assert seen[1].parent == Path(tempfile.gettempdir())
+
