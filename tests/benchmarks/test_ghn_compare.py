@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow  # ~1-2 min on 2 cores: two 2-step GHNs, 12 one-epoch fine-tuning trials
 def test_ghn_compare_trains_both_kinds_and_prints_accuracy_and_gains(cifar_jpeg_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GHN_SWEEP_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the session's cache: data decoded once
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "ghn_compare.py"), "--data",
          str(cifar_jpeg_dir), "--minutes", "0.5", "--max-steps", "2", "--hid", "8",

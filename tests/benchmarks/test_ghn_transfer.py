@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow  # ~30 s on 2 cores: 2 seeds x 3 inits x 2 lrs of one-epoch trials
 def test_ghn_transfer_prints_chosen_lrs_and_paired_gains(reference_dir, cifar_jpeg_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GHN_SWEEP_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the session's cache: data decoded once
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "ghn_transfer.py"),
          "--ghn", str(reference_dir / "ghn2_random_cifar10_seed0.pt"), "--data",

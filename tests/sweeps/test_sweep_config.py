@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +59,9 @@ def test_bad_input_exits_2_with_the_reason(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_script_refuses_before_starting_ray(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--archs", "nonet",
-         "--storage", str(tmp_path / "ray")],
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--archs" in proc.stderr
+def test_script_refuses_before_starting_ray(tmp_path, refusal):
+    assert "--archs" in refusal("--archs", "nonet", "--storage", str(tmp_path / "ray"),
+                                cwd=tmp_path)
     assert not (tmp_path / "ray").exists()
 
 
@@ -95,33 +91,26 @@ def test_script_answers_help_and_bad_numbers_before_loading_torch(argv, status):
     (False, True, "--resume: there is no sweep to resume"),
     (True, True, "has no ghn_sweep.json (the sweep's id"),  # started before sweeps had ids
 ])
-@pytest.mark.slow
 def test_script_refuses_to_merge_or_resume_nothing(tmp_path, reference_dir, cifar_jpeg_dir,
-                                                   existing, resume, message):
+                                                   existing, resume, message, refusal):
     sweep_dir = tmp_path / "ray" / "noise_vs_lr-smoke"
     if existing:  # what an earlier sweep of that name leaves
         sweep_dir.mkdir(parents=True)
         (sweep_dir / "tuner.pkl").write_bytes(b"")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--storage",
-         str(tmp_path / "ray"), "--dataset", str(cifar_jpeg_dir),
-         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
-         *(["--resume"] if resume else [])],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    err = refusal("--storage", str(tmp_path / "ray"), "--dataset", str(cifar_jpeg_dir),
+                  "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
+                  *(["--resume"] if resume else []), cwd=tmp_path)
+    assert message in err, err[-2000:]
     assert not (tmp_path / "mlflow.db").exists()  # refused before tracking or Ray started
 
 
-@pytest.mark.slow
-def test_script_refuses_an_unreadable_dataset_before_starting_ray(tmp_path, reference_dir):
+def test_script_refuses_an_unreadable_dataset_before_starting_ray(tmp_path, reference_dir,
+                                                                  refusal, monkeypatch):
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--storage",
-         str(tmp_path / "ray"), "--dataset", str(tmp_path / "empty"),
-         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache")})
-    assert proc.returncode == 2 and "error: --dataset" in proc.stderr, proc.stderr[-2000:]
+    monkeypatch.setenv("GHN_SWEEP_CACHE", str(tmp_path / "cache"))
+    err = refusal("--storage", str(tmp_path / "ray"), "--dataset", str(tmp_path / "empty"),
+                  "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"), cwd=tmp_path)
+    assert "error: --dataset" in err, err[-2000:]
     assert not (tmp_path / "mlflow.db").exists()
 
 
@@ -267,9 +256,9 @@ def test_dry_run_prints_the_paper_recipes_before_ray(tmp_path):
     assert len(plan["baselines"]) == 6 and all(b["device"] == "cuda" for b in plan["baselines"])
 
 
-@pytest.mark.slow
 def test_script_refuses_a_name_another_sweep_has_in_mlflow(tmp_path, reference_dir,
-                                                          cifar_jpeg_dir, new_mlflow_store):
+                                                          cifar_jpeg_dir, new_mlflow_store,
+                                                          refusal, monkeypatch):
     """Its Ray results are gone (or elsewhere), its MLflow parent run is not: a fresh sweep of
     that name would mix with it, so it is refused before Ray starts."""
     from mlflow.tracking import MlflowClient
@@ -280,14 +269,10 @@ def test_script_refuses_a_name_another_sweep_has_in_mlflow(tmp_path, reference_d
     exp_id = client.create_experiment("ghn-sweep")
     old = client.create_run(exp_id, run_name="noise_vs_lr-smoke",
                             tags={SWEEP_TAG: "noise_vs_lr-smoke", SWEEP_ID_TAG: "old-id"})
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "noise_vs_lr.py"), "--storage",
-         str(tmp_path / "ray"), "--dataset", str(cifar_jpeg_dir),
-         "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=180,
-        env={**os.environ, "GHN_SWEEP_CACHE": str(tmp_path / "cache")})
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "already holds a sweep named 'noise_vs_lr-smoke'" in proc.stderr
-    assert old.info.run_id in proc.stderr and "--name NEW_NAME" in proc.stderr
+    monkeypatch.setenv("GHN_SWEEP_CACHE", str(tmp_path / "cache"))
+    err = refusal("--storage", str(tmp_path / "ray"), "--dataset", str(cifar_jpeg_dir),
+                  "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"), cwd=tmp_path)
+    assert "already holds a sweep named 'noise_vs_lr-smoke'" in err
+    assert old.info.run_id in err and "--name NEW_NAME" in err
     assert not (tmp_path / "ray").exists()  # no Ray experiment, no sweep id written
     assert len(client.search_runs([exp_id])) == 1  # and no second parent run

@@ -1,5 +1,6 @@
 """End-to-end sweeps on CPU with the shared CIFAR subset, run as a user runs them: the smoke
-sweep, and its report read from MLflow and from Ray."""
+sweep, whose GHN is a GHN-3 (the drills of faults run GHN-2s), and its report read from MLflow and
+from Ray."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis._ray_results import trial_id_of
 from analysis.report import main as report_main
-from contract import SWEEP_TAG, TRIAL_ID_TAG
+from contract import GHN_CONFIG_TAG, GHN_KIND_TAG, SWEEP_TAG, TRIAL_ID_TAG
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "sweeps" / "noise_vs_lr.py"
@@ -47,16 +48,16 @@ def _runs(tmp_path, experiment="ghn-sweep"):
 
 
 @pytest.fixture(scope="module")
-def smoke_sweep(tmp_path_factory, reference_dir, cifar_jpeg_dir):
-    """One real smoke sweep, run as a user runs it (CPU, the shared CIFAR subset at 10 shots, the
-    random reference GHN, a new MLflow store): 8 search trials of 3 epochs under ASHA, then 2
-    repeat seeds. The tests that share it only read it (or write apart from what others read).
-    Fields: ``path`` (the sweep's working directory: ``ray_results/``, ``mlflow.db``), ``uri``
-    (its MLflow store), ``argv`` and ``proc`` (the finished command)."""
+def smoke_sweep(tmp_path_factory, ghn3_reference_dir, cifar_jpeg_dir):
+    """One real smoke sweep, run as a user runs it (CPU, the shared CIFAR subset at 10 shots, a
+    random reference GHN-3 of 10 classes, a new MLflow store): 8 search trials of 3 epochs under
+    ASHA, then 2 repeat seeds. The tests that share it only read it (or write apart from what
+    others read). Fields: ``path`` (the sweep's working directory: ``ray_results/``,
+    ``mlflow.db``), ``uri`` (its MLflow store), ``argv`` and ``proc`` (the finished command)."""
     path = tmp_path_factory.mktemp("smoke-sweep")
     uri = f"sqlite:///{path / 'mlflow.db'}"
     argv = [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir),
-            "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
+            "--ghn", str(ghn3_reference_dir / "ghn3_h80c10_random_seed0.pt"),
             "--storage", str(path / "ray_results"), "--tracking-uri", uri, "--n-shots", "10",
             "--num-samples", "8", "--max-epochs", "3", "--repeats", "2"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the session's cache
@@ -90,6 +91,13 @@ def test_smoke_sweep_end_to_end(smoke_sweep):
         assert "init/mean_abs_cos" in child.data.metrics
     inits = {c.data.tags["init"] for c in children}
     assert inits == {"random", "ghn"}  # the baselines ran
+    # The GHN-3's kind and shape on the parent; its predictions initialised the GHN trials.
+    assert parents[0].data.tags[GHN_KIND_TAG] == "ghn3"
+    assert "layers=" in parents[0].data.tags[GHN_CONFIG_TAG]
+    for child in children:
+        if child.data.tags["init"] == "ghn":
+            assert child.data.tags[GHN_KIND_TAG] == "ghn3"
+            assert child.data.tags["ghn.checkpoint"].startswith("ghn3_h80c10_random_seed0-")
     table = pq.read_table(tmp_path / "ray_results" / "noise_vs_lr-smoke" / "results.parquet")
     assert table.num_rows == 8
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
@@ -143,6 +151,7 @@ def test_report_on_a_smoke_sweep(tmp_path, smoke_sweep):
     assert f"sweep noise_vs_lr-smoke: {n} trials, finished" in report.stdout
     text = (tmp_path / "m" / "report.md").read_text()
     assert "± " in text and "95% interval" in text and "paired over 2 seeds" in text
+    assert "The GHN is a GHN-3 (hid=80" in text
     assert report_main(["--results", str(where / "ray_results" / "noise_vs_lr-smoke"),
                  "--out", str(tmp_path / "r")]) == 0
     from_mlflow, from_ray = (  # the search's trials: Ray's results dir holds only those
