@@ -1,33 +1,24 @@
 """benchmarks/ghn_compare.py at seconds-scale sizes: both kinds train, are evaluated on held-out
 architectures, and fine-tune with paired gains."""
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ghn import GHN2, GHN3, load_ghn
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.mark.slow  # ~1-2 min on 2 cores: two 2-step GHNs, 12 one-epoch fine-tuning trials
-def test_ghn_compare_trains_both_kinds_and_prints_accuracy_and_gains(cifar_jpeg_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the session's cache: data decoded once
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "ghn_compare.py"), "--data",
-         str(cifar_jpeg_dir), "--minutes", "0.5", "--max-steps", "2", "--hid", "8",
-         "--heads", "2", "--layers", "1", "--meta-batch", "1", "--batch-size", "8",
-         "--image-size", "16", "--held-out", "2", "--families", "resnet",
-         "--train-per-class", "4", "--eval-per-class", "4", "--stem", "standard",
-         "--epochs", "1", "--seeds", "2", "--lrs", "0.01", "--n-shots", "4",
-         "--val-per-class", "4", "--test-per-class", "4", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+@pytest.mark.slow  # ~20 s on 2 cores: two 2-step GHNs, 12 one-epoch fine-tuning trials
+def test_ghn_compare_trains_both_kinds_and_prints_accuracy_and_gains(cifar_jpeg_dir, tmp_path,
+                                                                    run_benchmark):
+    out = run_benchmark(
+        "ghn_compare", "--data", str(cifar_jpeg_dir), "--minutes", "0.5", "--max-steps", "2",
+        "--hid", "8", "--heads", "2", "--layers", "1", "--meta-batch", "1", "--batch-size", "8",
+        "--image-size", "16", "--held-out", "2", "--families", "resnet",
+        "--train-per-class", "4", "--eval-per-class", "4", "--stem", "standard",
+        "--epochs", "1", "--seeds", "2", "--lrs", "0.01", "--n-shots", "4",
+        "--val-per-class", "4", "--test-per-class", "4", "--out", str(tmp_path / "out"),
+        cwd=tmp_path)
     assert isinstance(load_ghn(tmp_path / "out" / "ghn2.pt"), GHN2)
     ghn3 = load_ghn(tmp_path / "out" / "ghn3.pt")
     assert isinstance(ghn3, GHN3) and ghn3.classes == (
