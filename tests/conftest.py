@@ -113,3 +113,13 @@ def pytest_configure(config):
         share = max(1, (os.cpu_count() or 1) // workers)
         torch.set_num_threads(share)
         os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first, each file's tests kept in order. pytest-xdist hands whole
+    files to its workers in this order (`--no-loadscope-reorder` in pyproject.toml; by default it
+    hands out the files with the most tests first, which leaves the one-test drills, a minute
+    each, to the end, one worker running the last alone); the many short files then even out
+    the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
