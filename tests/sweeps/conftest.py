@@ -27,8 +27,8 @@ def refusal(monkeypatch, capsys) -> Iterator[Callable[..., str]]:
 
     from sweeps import noise_vs_lr
 
-    logger = logging.getLogger("sweeps")
-    saved_logger = (list(logger.handlers), logger.level, logger.propagate)
+    loggers = [logging.getLogger(name) for name in ("sweeps", "sweeps.tracking")]
+    saved_loggers = [(list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
     saved_env = dict(os.environ)
 
     def refuse(*argv: str, cwd: Path) -> str:
@@ -44,8 +44,9 @@ def refusal(monkeypatch, capsys) -> Iterator[Callable[..., str]]:
         return err
 
     yield refuse
-    logger.handlers[:] = saved_logger[0]
-    logger.setLevel(saved_logger[1])
-    logger.propagate = saved_logger[2]
+    for lg, (handlers, level, propagate) in zip(loggers, saved_loggers, strict=True):
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
     os.environ.clear()
     os.environ.update(saved_env)
