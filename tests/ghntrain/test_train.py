@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghn import load_ghn, predict_parameters, predict_tensors
+from ghn import GHN3, load_ghn, predict_parameters, predict_tensors
 from ghn._predict import cached_graph
 from ghntrain import (
     FAMILIES,
@@ -317,7 +317,9 @@ def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
 
     The uninterrupted run is also the check of data-parallel training: two CPU workers (gloo)
     draw different architectures and images; after the averaged updates their GHNs must agree
-    exactly (``check_identical`` fails the run otherwise)."""
+    exactly (``check_identical`` fails the run otherwise). It trains a GHN-3, the kind with
+    more to carry over (attention layers, redrawn architectures); the loop, its workers and
+    its checkpoints are the same code for a GHN-2."""
     import mlflow
     import ray
 
@@ -329,13 +331,15 @@ def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     # the run: both workers' RNGs, the data order and the schedule have to carry over.
     steps = 12
     flags = ["train", "--data", str(cifar_jpeg_dir), "--classes", "cat,dog", "--steps",
-             str(steps), "--checkpoint-every", "4", "--num-workers", "2", *TINY_FLAGS]
+             str(steps), "--checkpoint-every", "4", "--num-workers", "2", *TINY_FLAGS,
+             "--model", "ghn3", "--heads", "2", "--layers", "1"]
     straight, killed = cache / "straight.pt", cache / "killed.pt"
     assert main([*flags, "--out", str(straight)]) == 0
     ckpt = torch.load(straight, weights_only=True)
     assert ckpt["step"] == steps and len(ckpt["rng"]) == 2
     assert ckpt["rng"][0]["arch"] != ckpt["rng"][1]["arch"]  # the workers drew differently
-    assert load_ghn(straight).num_classes == 2
+    ghn = load_ghn(straight)
+    assert isinstance(ghn, GHN3) and ghn.num_classes == 2
     assert not ray.is_initialized()  # the Ray it started for itself is gone again
 
     new_mlflow_store(cache / "mlflow.db")
@@ -368,6 +372,7 @@ def test_a_killed_ray_train_run_resumes_bit_for_bit_in_the_same_mlflow_run(
     (logged,) = client.search_runs([exp.experiment_id])
     assert logged.info.run_id == resumed["meta"]["mlflow_run_id"]
     assert logged.info.status == "FINISHED" and logged.data.params["num_workers"] == "2"
+    assert logged.data.params["model"] == "ghn3"
     history = client.get_metric_history(logged.info.run_id, "train/loss")
     assert {m.step for m in history} == set(range(1, steps + 1))
     assert [a.path for a in client.list_artifacts(logged.info.run_id)] == ["killed.pt"]
