@@ -56,32 +56,35 @@ def _stop_server(server: subprocess.Popen) -> None:
 def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_jpeg_dir):
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _start_server(tmp_path, port)
+    servers = [_start_server(tmp_path, port)]
     argv = tiny_sweep_argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "4",
                            tracking_uri=uri)
     sweep = subprocess.Popen(argv, cwd=tmp_path, env=sweep_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
+
+    def wait_for(text: str) -> None:
+        for line in sweep.stdout:
+            lines.append(line)
+            if text in line:
+                return
+        pytest.fail(f"the sweep ended before printing {text!r}:\n{''.join(lines)[-3000:]}")
+
     try:
-        for line in sweep.stdout:  # the server goes away once a trial has reported
-            lines.append(line)
-            if "| best val/acc" in line:
-                _stop_server(server)
-                break
-        for line in sweep.stdout:  # and comes back once the progress line says it is away
-            lines.append(line)
-            if "| MLflow tracking behind: " in line:
-                break
-        server = _start_server(tmp_path, port)
+        wait_for("| best val/acc")  # the server goes away once a trial has reported
+        _stop_server(servers[0])
+        wait_for("| MLflow tracking behind: ")  # and comes back once the progress line says so
+        servers.append(_start_server(tmp_path, port))
         rest, _ = sweep.communicate(timeout=300)
         output = "".join(lines) + rest
         assert sweep.returncode == 0, output[-3000:]
         assert "is unavailable" in output and "is back after" in output
-        assert "| MLflow tracking behind: " in output  # said on the progress line, mid-sweep
         _assert_complete_record(uri, tmp_path / "ray_results" / "noise_vs_lr-smoke")
     finally:
         sweep.kill()
-        _stop_server(server)
+        for server in servers:
+            if server.poll() is None:
+                _stop_server(server)
 
 
 def _assert_complete_record(uri: str, sweep_dir: Path) -> None:
