@@ -194,12 +194,12 @@ def _trial_id(trial_dir: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_lost_worker_node_costs_one_checkpoint_interval(ray_nodes, tmp_path, reference_dir,
-                                                       cifar_jpeg_dir):
+                                                       cifar_jpeg_dir, new_mlflow_store):
     start = time.time()
     ray_nodes.start("head", "--num-cpus", "0")  # runs the driver and no trial, as cluster.yaml's
     ray_nodes.wait("head")
     ray_nodes.start("worker1", "--num-cpus", str(TRIALS))  # up long before the driver's trials
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     argv = [sys.executable, str(SCRIPT), "--dataset", str(cifar_jpeg_dir),
             "--ghn", str(reference_dir / "ghn2_random_imagenet_seed0.pt"),
             "--storage", (tmp_path / "ray_results").as_uri(), "--tracking-uri", uri,

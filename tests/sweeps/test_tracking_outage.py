@@ -53,7 +53,9 @@ def _stop_server(server: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_jpeg_dir):
+def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_jpeg_dir,
+                                                new_mlflow_store):
+    new_mlflow_store(tmp_path / "server.db")  # the server's store, its schema made already
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     servers = [_start_server(tmp_path, port)]
