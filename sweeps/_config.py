@@ -291,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     """One flag per SweepConfig field; every default is None so presets can fill them."""
     parser = argparse.ArgumentParser(
         prog="python sweeps/noise_vs_lr.py",
-        description="Sweep GHN-2 post-processing strength, learning rate and architecture "
-                    "with Ray Tune (Optuna TPE + ASHA), tracked in MLflow.")
+        description="Sweep the post-processing strength of a GHN-2's or GHN-3's predicted "
+                    "parameters, the learning rate and the architecture with Ray Tune (Optuna "
+                    "TPE + ASHA), tracked in MLflow.")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="a YAML or TOML file of SweepConfig fields (as the flags, with "
                              "underscores); flags given too override it")

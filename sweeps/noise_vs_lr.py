@@ -1,4 +1,4 @@
-"""Where does post-processing GHN-2's predicted parameters help? A sweep of noise x lr x arch.
+"""Where does post-processing a GHN's predicted parameters help? A sweep of noise x lr x arch.
 
     python sweeps/noise_vs_lr.py                          # smoke preset: CPU, minutes
     python sweeps/noise_vs_lr.py --preset paper --address auto --storage s3://bucket/sweeps \\
