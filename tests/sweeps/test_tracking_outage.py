@@ -62,7 +62,8 @@ def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_j
     argv = tiny_sweep_argv(tmp_path, reference_dir, cifar_jpeg_dir, "--num-samples", "4",
                            tracking_uri=uri)
     sweep = subprocess.Popen(argv, cwd=tmp_path, env=sweep_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)  # its own group: its Ray ends with it
     lines = []
 
     def wait_for(text: str) -> None:
@@ -83,7 +84,9 @@ def test_server_restart_mid_sweep_loses_nothing(tmp_path, reference_dir, cifar_j
         assert "is unavailable" in output and "is back after" in output
         _assert_complete_record(uri, tmp_path / "ray_results" / "noise_vs_lr-smoke")
     finally:
-        sweep.kill()
+        if sweep.poll() is None:  # the test failed while the sweep ran
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.wait()
         for server in servers:
             if server.poll() is None:
                 _stop_server(server)
