@@ -12,7 +12,7 @@ import pandas as pd
 from contract import TrialStatus
 
 from ._data import Sweep
-from ._sentences import describe, pct, sci
+from ._sentences import init_name, pct, sci
 from ._stats import estimate
 from ._summary import METHOD_LABELS, NoiseCurve, best_per_group, repeats_of
 
@@ -52,7 +52,7 @@ def _split(df: pd.DataFrame) -> str:
 
 def _best_table(df: pd.DataFrame) -> str:
     best = best_per_group(df, keys=("arch",))
-    rows = [[r["arch"], describe(r), f"{r['lr']:.3g}", _acc(r["best_val_acc"]),
+    rows = [[r["arch"], init_name(r), f"{r['lr']:.3g}", _acc(r["best_val_acc"]),
              _acc(r["test_acc_at_best"]), f"{r['best_epoch']:.0f}/{r['epochs_run']:.0f}",
              r["status"].replace("_", " "), r["trial_id"]] for _, r in best.iterrows()]
     return table(["arch", "init", "lr", "best val acc", "test acc at best val", "epoch (best/run)",
@@ -74,7 +74,7 @@ def _interval(lo: float, hi: float, points: bool = False) -> str | None:
 
 
 def _comparison_table(comp: pd.DataFrame) -> str:
-    rows = [[r["arch"], METHOD_LABELS.get(r["method"], r["method"]), describe(r),
+    rows = [[r["arch"], METHOD_LABELS.get(r["method"], r["method"]), init_name(r),
              f"{r['lr']:.3g}", _acc(r["best_val_acc"]), _acc(r["test_acc_at_best"]),
              _mean_std(r["test_mean"], r["test_std"], r["n_seeds"]),
              _interval(r["test_lo"], r["test_hi"]),
@@ -98,7 +98,7 @@ def _repeats_table(df: pd.DataFrame) -> list[str]:
     rows = []
     for _, r in originals.sort_values(["arch", "method", "trial_id"]).iterrows():
         e = estimate(repeats_of(df, r["trial_id"]).values())
-        rows.append([r["arch"], METHOD_LABELS.get(r["method"], r["method"]), describe(r),
+        rows.append([r["arch"], METHOD_LABELS.get(r["method"], r["method"]), init_name(r),
                      f"{r['lr']:.3g}", r["trial_id"], _acc(r["test_acc_at_best"]),
                      _mean_std(e.mean, e.std, e.n), _interval(e.lo, e.hi)])
     return ["Each configuration the search chose (the best of its architecture and init "

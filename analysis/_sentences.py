@@ -26,7 +26,7 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def describe(row: pd.Series) -> str:
+def init_name(row: pd.Series) -> str:
     """A trial's init in words: 'GHN + noise beta=3e-5 + orth', 'random init'."""
     if row["init"] != "ghn":
         return "random init" if row["init"] == "random" else str(row["init"])
@@ -67,7 +67,7 @@ def accuracy_phrase(row: pd.Series) -> str:
 
 def gain_sentence(arch: str, row: pd.Series) -> str:
     """How a GHN method compares with random init: paired over repeat seeds where it can be."""
-    what = f"For {arch}, {describe(row)} (lr={row['lr']:.3g})"
+    what = f"For {arch}, {init_name(row)} (lr={row['lr']:.3g})"
     gain, n = row["gain_points"], int(row["gain_n"])
     if n >= 2:
         interval = (f"95% interval {row['gain_lo']:+.1f} to {row['gain_hi']:+.1f}, paired over "
@@ -89,13 +89,13 @@ def arch_sentences(arch: str, comp: pd.DataFrame, overall: pd.Series | None,
     rows = comp[comp["arch"] == arch].set_index("method")
     out = []
     if overall is not None:
-        out.append(f"For {arch}, the search's best configuration is {describe(overall)} at "
+        out.append(f"For {arch}, the search's best configuration is {init_name(overall)} at "
                    f"lr={overall['lr']:.3g}: {pct(overall['best_val_acc'])} validation, "
                    f"{pct(overall['test_acc_at_best'])} test accuracy "
                    f"(trial {overall['trial_id']}){_unfinished(overall)}.")
     for _, row in rows.iterrows():
         if pd.notna(row["test_acc_at_best"]) or row["n_seeds"]:
-            out.append(f"For {arch}, {describe(row)} (lr={row['lr']:.3g}, chosen by validation "
+            out.append(f"For {arch}, {init_name(row)} (lr={row['lr']:.3g}, chosen by validation "
                        f"accuracy) reaches {accuracy_phrase(row)}{_unfinished(row)}.")
     if "random" not in rows.index or (pd.isna(rows.loc["random", "test_acc_at_best"])
                                       and not rows.loc["random", "n_seeds"]):

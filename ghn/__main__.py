@@ -19,7 +19,7 @@ from ghn._verify import PUBLISHED_NORMS, total_norm, verify
 from ghntrain import add_commands
 
 
-def build_model(name: str, num_classes: int) -> torch.nn.Module:
+def torchvision_classifier(name: str, num_classes: int) -> torch.nn.Module:
     """A torchvision classifier by name, with a clear error for unknown names."""
     names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
@@ -31,7 +31,7 @@ def build_model(name: str, num_classes: int) -> torch.nn.Module:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    model = build_model(args.arch, args.num_classes)
+    model = torchvision_classifier(args.arch, args.num_classes)
     ghn = load_ghn(args.ghn)
     if args.image_size == 32:
         adjust_for_small_images(model)

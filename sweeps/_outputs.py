@@ -18,7 +18,7 @@ from contract import METRIC, best_of
 from ._config import SweepConfig
 from ._grid import grid_trials
 from ._identity import read_sweep_id
-from ._progress import describe
+from ._progress import short_config
 from .tracking import find_parent_run, probe
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def write_outputs(cfg: SweepConfig, result_grid: tune.ResultGrid, out: Path,
         else:
             best_config = best.config
             log.info("best %s = %.4f (epoch %d, %s) with %s", METRIC, best.best_val,
-                     best.best_epoch, best.status.label, describe(best_config))
+                     best.best_epoch, best.status.label, short_config(best_config))
     _log_to_parent(cfg, path, best_config)
 
 

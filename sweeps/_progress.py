@@ -30,7 +30,7 @@ STATES = (TrialStatus.RUNNING, TrialStatus.FINISHED, TrialStatus.STOPPED_EARLY,
           TrialStatus.DIVERGED, TrialStatus.FAILED)
 
 
-def describe(config: dict[str, Any]) -> str:
+def short_config(config: dict[str, Any]) -> str:
     """A trial's sampled config in a few words: ``resnet18 ghn lr=0.0015 orth=True``."""
     return " ".join(fmt.format(config[k]) for k, fmt in SHOWN if k in config)
 
@@ -142,7 +142,7 @@ class ProgressCallback(tune.Callback):
                  else "from its start (it had no checkpoint yet)")
         log.warning("[%s] trial %s (%s) stopped unexpectedly; retry %d of %d (--max-failures), "
                     "%s, as soon as a node has room for it", time.strftime("%H:%M:%S"),
-                    state.name, describe(state.config), trial.num_failures, trial.max_failures,
+                    state.name, short_config(state.config), trial.num_failures, trial.max_failures,
                     start)
         self._changed()
 
@@ -215,7 +215,7 @@ class ProgressCallback(tune.Callback):
             state = best[1]
             self.best = (state.best_val, state.config, state.name)
             self._shown_best = (best[0], state.best_val)
-            line += f" | best {self.metric} {state.best_val:.3f} ({describe(state.config)})"
+            line += f" | best {self.metric} {state.best_val:.3f} ({short_config(state.config)})"
         if self.phase != "search":
             line = f"{self.phase}: {line}"
         behind = self.tracking.behind() if self.tracking is not None else None

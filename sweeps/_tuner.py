@@ -22,7 +22,7 @@ from trainable import local_storage_filesystem
 
 from . import _internals
 from ._config import SweepConfig
-from ._progress import describe
+from ._progress import short_config
 from ._resume import SchedulerState, apply_harmless, heal_checkpoints
 from ._retention import CheckpointRetention
 from ._searchers import repeats_algorithm, search_algorithm
@@ -48,7 +48,7 @@ def trial_dirname(trial: Trial) -> str:
     """
     number = trial.experiment_tag.split("_", 1)[0]  # Tune's tag: "<n>_<key=value,...>"
     return "_".join([trial.trainable_name, trial.trial_id, number,
-                     *describe(trial.config).split()])
+                     *short_config(trial.config).split()])
 
 
 class ReportsKeptOnRetry(tune.Callback):

@@ -37,7 +37,8 @@ STATE_FILE = "trial.pt"
 # in bf16 in one launch-cheap pass (under 2 GB, within a quarter of an A10G).
 EVAL_BATCH = {"cpu": 500, "cuda": 1000}
 
-Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
+# Called after every epoch with its metrics and, when a checkpoint is due, the state to save.
+OnEpoch = Callable[[dict[str, float], "dict[str, Any] | None"], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,7 +81,7 @@ def train(
 
 
 def fit(
-    cfg: TrialConfig, *, report: Report, resume: dict[str, Any] | None = None,
+    cfg: TrialConfig, *, report: OnEpoch, resume: dict[str, Any] | None = None,
     run_identity: dict[str, str] | None = None, gpu_fraction: float = 1.0,
 ) -> dict[str, float]:
     """Build data and model, then train ``cfg.optim.epochs`` epochs (the rest after ``resume``).
