@@ -160,7 +160,22 @@ def ghn_paragraph(rows: dict[str, pd.DataFrame], tags: dict[str, str] | None = N
     return ("**GHN init against random init.** Test accuracy at the best-validation epoch of "
             "the configuration validation chose for each method, measured again on the repeat "
             "seeds and paired seed by seed (95% Student's t interval). " + " ".join(parts)
-            + _hint(parts))
+            + _hint(parts) + " " + scope_sentence(tags))
+
+
+def scope_sentence(tags: dict[str, str]) -> str:
+    """What the intervals do not cover: the GHN is one draw. A GHN the sweep trained (it
+    measured the GHN's distance to the architectures) can be trained again with another seed;
+    two GHNs trained with the same settings on two CPU types gave post-processing gains 5 points
+    apart, outside both intervals (docs/results.md)."""
+    text = ("These intervals cover the fine-tuning seeds of this one GHN, not the GHN's own "
+            "training")
+    trained_here = any(k.startswith((GHN_ARCH_TOP1_PREFIX, GHN_ARCH_FAMILY_SEEN_PREFIX))
+                       for k in tags)
+    if trained_here:
+        return text + (": another GHN trained with the same settings gives other gains; to "
+                       "measure how much, run the sweep once per --ghn-train-seed.")
+    return text + "."
 
 
 def postproc_paragraph(rows: dict[str, pd.DataFrame]) -> str:

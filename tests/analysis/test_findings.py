@@ -160,3 +160,20 @@ def test_each_architectures_distance_from_the_ghns_is_said_where_it_was_measured
     assert "a family new to the GHN" in far and "17.6% on its own 5 classes, chance 20.0%" in far
     assert distance_phrase("resnet18", tags) == " (a family the GHN trained on)"
     assert distance_phrase("vgg11", tags) == ""
+
+
+def test_the_intervals_are_said_to_cover_one_ghn_and_a_trained_ghn_points_to_its_seed():
+    from analysis._findings import scope_sentence
+    from contract import GHN_ARCH_TOP1_PREFIX
+
+    official = scope_sentence({GHN_TRAIN_CLASSES_TAG: UNRECORDED})
+    assert official == ("These intervals cover the fine-tuning seeds of this one GHN, not the "
+                        "GHN's own training.")
+    trained = scope_sentence({GHN_ARCH_TOP1_PREFIX + "resnet18": "0.34"})
+    assert trained.startswith(official[:-1] + ": another GHN trained with the same settings")
+    assert "--ghn-train-seed" in trained and "--ghn-train-seed" not in official
+
+
+def test_the_ghn_paragraph_ends_with_what_its_intervals_cover(repeated):
+    text = _paragraphs(repeated)["GHN init against random init"]
+    assert text.endswith("not the GHN's own training.")
