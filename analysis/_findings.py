@@ -160,7 +160,8 @@ def ghn_paragraph(rows: dict[str, pd.DataFrame], tags: dict[str, str] | None = N
     return ("**GHN init against random init.** Test accuracy at the best-validation epoch of "
             "the configuration validation chose for each method, measured again on the repeat "
             "seeds and paired seed by seed (95% Student's t interval). " + " ".join(parts)
-            + _hint(parts) + " " + scope_sentence(tags))
+            + _hint(parts) + (" " + scope_sentence(tags) if any("95% interval" in p
+                                                                 for p in parts) else ""))
 
 
 def scope_sentence(tags: dict[str, str]) -> str:

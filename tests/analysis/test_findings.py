@@ -69,6 +69,7 @@ def test_a_single_seed_sweep_says_it_cannot_answer(report):
     assert ("For resnet50, GHN init differs from random init by +2.5 points in the search's "
             "single runs (one seed each, no interval): the data cannot answer") in ghn
     assert "paired over" not in ghn and "beats" not in ghn
+    assert "These intervals cover" not in ghn  # it has none
     diversity = found["Diversity of the initial parameters"]
     assert "One seed each: there is no spread over seeds" in diversity
     assert "this sweep has 0." in diversity
